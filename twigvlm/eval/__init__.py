@@ -1,0 +1,1 @@
+"""Answer generators, benchmark scorers and the speed benchmark."""

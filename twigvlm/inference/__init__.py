@@ -1,0 +1,1 @@
+"""The engine: prefill with pruning, KV caches, decoding strategies, streaming, generate()."""

@@ -1,0 +1,1 @@
+"""Offline builders of tiny checkpoints and tokenizers in the formats real users have (for tests and demos)."""

@@ -1,0 +1,1 @@
+"""Training twigs with DeepSpeed on LLaVA-format data."""
