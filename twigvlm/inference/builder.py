@@ -1,0 +1,81 @@
+"""`load_pretrained_model`: LLaVA's loader signature, plus `twig=` to grow a twig on the loaded base.
+
+    tokenizer, model, image_processor, context_len = load_pretrained_model(
+        model_path, model_base=None, model_name=get_model_name_from_path(model_path), twig="checkpoints/...")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twigvlm.model.checkpoint import load_llava
+from twigvlm.model.tokenizer import load_tokenizer
+from twigvlm.model.twig import Twig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+CONTEXT_LENGTH = 2048  # what LLaVA-1.5's loader reports for Llama checkpoints
+
+
+def resolve_dtype(torch_type: torch.dtype | str | None, device: str) -> torch.dtype:
+    """float16 on a GPU and float32 on the CPU unless asked otherwise."""
+    if torch_type is None:
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if isinstance(torch_type, torch.dtype):
+        return torch_type
+    if torch_type not in DTYPES:
+        raise ValueError(f"unknown dtype '{torch_type}'; use one of {sorted(DTYPES)}")
+    return DTYPES[torch_type]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pretrained_model(model_path: str | Path, model_base: str | None = None, model_name: str | None = None,
+                          load_8bit: bool = False, load_4bit: bool = False, device_map: Any = "auto",
+                          device: str | None = None, torch_type: torch.dtype | str | None = None,
+                          attn_implementation: str = "sdpa", use_flash_attn: bool = False,
+                          twig: str | Path | None = None, twig_K: int | None = None,
+                          vision_tower: str | None = None, **unused: Any):
+    """Load a LLaVA-1.5 checkpoint (original or llava-hf layout) and optionally a twig.
+
+    K of a twig comes from its checkpoint (our format), else `twig_K`, else the `twig_K` environment variable
+    (the public format records no K); T is read off its weights. Returns (tokenizer, model, image_processor,
+    context_len) as LLaVA's loader does; the model is in eval mode with every parameter frozen.
+    """
+    if model_base is not None:
+        raise ValueError("model_base (LoRA or projector-only checkpoints) is not supported: merge the LoRA into "
+                         "the base first (LLaVA's scripts/merge_lora_weights.py) and pass the merged folder")
+    if load_8bit or load_4bit:
+        raise ValueError("8-bit/4-bit loading is not supported; load in float16 or bfloat16")
+    device = device or default_device()
+    dtype = resolve_dtype(torch_type, device)
+    if use_flash_attn:
+        attn_implementation = "flash_attention_2"
+    model, image_processor = load_llava(model_path, device, dtype, attn_implementation, vision_tower)
+    if attn_implementation != "sdpa":
+        model.set_attn_implementation(attn_implementation)  # checks flash-attn is installed
+    tokenizer = load_tokenizer(model_path)
+    if twig is not None:
+        K = twig_K if twig_K is not None else _env_int("twig_K")
+        model.attach_twig(Twig.load(twig, model.config, K, attn_implementation))
+        log.info("grew a twig (K=%d, T=%d) from %s", model.twig.K, model.twig.T, twig)
+    return tokenizer, model, image_processor, CONTEXT_LENGTH
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None

@@ -1,0 +1,230 @@
+"""A compact Llama decoder, weight-compatible with `transformers`' LlamaDecoderLayer (same parameter names).
+
+Written out here rather than driven through `transformers` because TwigVLM needs three things its layer does not
+give cheaply: a KV cache with one length per layer group (pruning makes the groups differ), kept tokens that keep
+their ORIGINAL position ids, and the attention of the last query row on the side (token scoring) while the main
+path keeps a fast kernel (SDPA or FlashAttention). Parity with `transformers` is a test.
+
+Shapes: B batch, Q new (query) tokens, S keys in the cache including the new ones, H heads, Hkv key/value heads,
+D head dim, C hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from twigvlm.model.config import LlavaConfig
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+class KVStore(Protocol):
+    """Where a stack of layers keeps its keys and values (see `twigvlm.inference.cache`)."""
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v [B, Hkv, Q, D] of `layer` after the current length; return all keys/values [B, Hkv, S, D]."""
+
+    def advance(self, num_tokens: int) -> None:
+        """Make the tokens just stored by every layer part of the cache."""
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        # statistics in float32, as Llama was trained
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class RotaryEmbedding:
+    """cos/sin of rotary position embeddings, looked up from a float32 table by (arbitrary) position ids."""
+
+    def __init__(self, head_dim: int, theta: float, max_positions: int):
+        self.head_dim, self.theta, self.max_positions = head_dim, theta, max_positions
+        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _table(self, device: torch.device, needed: int) -> tuple[Tensor, Tensor]:
+        cos_sin = self._tables.get(device)
+        if cos_sin is None or cos_sin[0].shape[0] < needed:
+            size = max(needed, self.max_positions)
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+                                             / self.head_dim))
+            freqs = torch.arange(size, dtype=torch.float32, device=device)[:, None] * inv_freq  # [P, D/2]
+            emb = torch.cat([freqs, freqs], dim=-1)  # [P, D]
+            cos_sin = self._tables[device] = (emb.cos(), emb.sin())
+        return cos_sin
+
+    def __call__(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """positions [B, Q] -> cos, sin [B, 1, Q, D] in `dtype`."""
+        cos, sin = self._table(positions.device, int(positions.max()) + 1)
+        return cos[positions].unsqueeze(1).to(dtype), sin[positions].unsqueeze(1).to(dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+def repeat_kv(x: Tensor, groups: int) -> Tensor:
+    """[B, Hkv, S, D] -> [B, Hkv*groups, S, D] for grouped-query attention."""
+    if groups == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
+    """Bool [Q, S]: the new tokens are the LAST q_len of the k_len keys (bottom-right aligned)."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation: str) -> Tensor:
+    """Scaled dot-product attention. q [B, H, Q, D], k/v [B, Hkv, S, D] -> [B, H, Q, D].
+
+    mask None means causal with the queries being the last Q keys; otherwise a bool mask broadcastable to
+    [B, H, Q, S] (True = attend), e.g. causal plus padding in a training batch, or a tree of drafts.
+    """
+    q_len, k_len = q.shape[2], k.shape[2]
+    if implementation == "flash_attention_2" and mask is None and q.is_cuda:
+        from flash_attn import flash_attn_func  # imported only on this path; optional dependency
+
+        # flash-attn takes [B, S, H, D], handles grouped-query heads itself, and aligns `causal` bottom-right
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=q_len > 1)
+        return out.transpose(1, 2)
+    groups = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    if implementation == "eager":
+        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1])  # [B, H, Q, S]
+        if mask is None and q_len > 1:
+            mask = causal_mask(q_len, k_len, q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
+    if mask is None:
+        if q_len == 1:  # one new token sees every key
+            return F.scaled_dot_product_attention(q, k, v)
+        if q_len == k_len:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        mask = causal_mask(q_len, k_len, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
+    """Attention probabilities of one query row to every key: q_last [B, H, 1, D], k [B, Hkv, S, D] -> [B, H, S].
+
+    Computed beside the main kernel (which never materialises probabilities), in float32. The row is the LAST
+    token of the sequence, so it sees every key and needs no mask.
+    """
+    k = repeat_kv(k, q_last.shape[1] // k.shape[1])
+    scores = torch.matmul(q_last.float(), k.float().transpose(2, 3)) / math.sqrt(q_last.shape[-1])  # [B, H, 1, S]
+    return scores.softmax(dim=-1).squeeze(2)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LlavaConfig, implementation: str = "sdpa"):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.attn_head_dim
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.implementation = implementation
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], kv: tuple[KVStore, int] | None,
+                mask: Tensor | None, score_last: bool) -> tuple[Tensor, Tensor | None]:
+        b, q_len, _ = x.shape
+        q = self.q_proj(x).view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Q, D]
+        k = self.k_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, Q, D]
+        v = self.v_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if kv is not None:
+            store, layer = kv
+            k, v = store.update(layer, k, v)  # [B, Hkv, S, D]
+        out = attend(q, k, v, mask, self.implementation)  # [B, H, Q, D]
+        scores = last_query_attention(q[:, :, -1:], k) if score_last else None
+        return self.o_proj(out.transpose(1, 2).reshape(b, q_len, -1)), scores
+
+
+class MLP(nn.Module):
+    def __init__(self, config: LlavaConfig):
+        super().__init__()
+        c, i, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        if config.hidden_act != "silu":
+            raise ValueError(f"hidden_act '{config.hidden_act}' is not supported (Llama uses silu)")
+        self.gate_proj = nn.Linear(c, i, bias=bias)
+        self.up_proj = nn.Linear(c, i, bias=bias)
+        self.down_proj = nn.Linear(i, c, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: LlavaConfig, implementation: str = "sdpa"):
+        super().__init__()
+        self.self_attn = Attention(config, implementation)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], kv: tuple[KVStore, int] | None = None,
+                mask: Tensor | None = None, score_last: bool = False) -> tuple[Tensor, Tensor | None]:
+        attn, scores = self.self_attn(self.input_layernorm(x), rope, kv, mask, score_last)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), scores
+
+
+def run_layers(layers: Sequence[DecoderLayer], x: Tensor, rope: tuple[Tensor, Tensor], cache: KVStore | None = None,
+               mask: Tensor | None = None, score_last_layer: bool = False,
+               checkpointing: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Run a range of decoder layers on x [B, Q, C]; the primitive every path (draft, target, prefill, verify,
+    training) shares.
+
+    With a cache, layer i of the range is layer i of the cache; the new tokens are appended and committed at the
+    end. With `score_last_layer`, also return the last layer's attention of the last query row [B, H, S].
+    Gradient checkpointing (training, no cache) recomputes each layer in the backward pass.
+    """
+    scores = None
+    for i, layer in enumerate(layers):
+        score = score_last_layer and i == len(layers) - 1
+        kv = (cache, i) if cache is not None else None
+        if checkpointing and torch.is_grad_enabled():
+            x, scores_i = checkpoint(layer, x, rope, kv, mask, score, use_reentrant=False)
+        else:
+            x, scores_i = layer(x, rope, kv, mask, score)
+        scores = scores_i if score else scores
+    if cache is not None:
+        cache.advance(x.shape[1])
+    return x, scores
+
+
+def set_attn_implementation(module: nn.Module, implementation: str) -> None:
+    """Switch every Attention under `module` to sdpa, eager or flash_attention_2."""
+    if implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, not '{implementation}'")
+    if implementation == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as e:
+            raise ImportError("attn_implementation='flash_attention_2' needs the flash-attn package "
+                              "(pip install flash-attn --no-build-isolation); or use 'sdpa' (the default)") from e
+    for m in module.modules():
+        if isinstance(m, Attention):
+            m.implementation = implementation
