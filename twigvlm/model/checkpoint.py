@@ -102,7 +102,8 @@ def _hf_cache_folder(name: str) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(name, "config.json")
+    # read the cache location at call time: HF_HUB_CACHE set after import is honoured
+    found = try_to_load_from_cache(name, "config.json", cache_dir=os.environ.get("HF_HUB_CACHE"))
     return Path(found).parent if isinstance(found, str) else None
 
 

@@ -15,12 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from twigvlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from twigvlm.model.config import LlavaConfig
 from twigvlm.model.llama import DecoderLayer, RMSNorm, RotaryEmbedding, run_layers, set_attn_implementation
 from twigvlm.model.vision import VisionTower, build_projector
 
-IGNORE_INDEX = -100
-IMAGE_TOKEN_INDEX = -200  # the placeholder id tokenizer_image_token puts where <image> was
 
 
 @dataclass

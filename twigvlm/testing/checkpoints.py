@@ -99,7 +99,7 @@ def write_llava(model: LlavaLlamaForCausalLM, folder: str | Path, tokenizer_fold
     cfg = model.config
     head_dim = cfg.attn_head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
-    extra = {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": inv_freq for i in range(cfg.num_hidden_layers)}
+    extra = {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": inv_freq.clone() for i in range(cfg.num_hidden_layers)}
     total = sum(p.numel() for p in model.parameters())
     save_llava(model, folder, config=cfg.replace(mm_vision_tower=vision_tower), safetensors=safetensors,
                max_shard_params=total // num_shards + 1, extra_tensors=extra)
@@ -131,8 +131,8 @@ def _copy_tokenizer(tokenizer_folder: Path, folder: Path) -> None:
 
 
 def to_transformers_llava(model: LlavaLlamaForCausalLM, image_token_id: int, extra_vocab: int = 0):
-    """The same weights in `transformers.LlavaForConditionalGeneration` (vocabulary padded by `extra_vocab` rows
-    whose lm_head rows are zero, as the llava-hf conversion pads 32000 to 32064)."""
+    """The same weights in `transformers.LlavaForConditionalGeneration`, on the model's device and dtype
+    (vocabulary padded by `extra_vocab` rows whose lm_head rows are zero, as llava-hf pads 32000 to 32064)."""
     from transformers import LlavaConfig as HFLlavaConfig
     from transformers import LlavaForConditionalGeneration
 
@@ -141,7 +141,8 @@ def to_transformers_llava(model: LlavaLlamaForCausalLM, image_token_id: int, ext
     hf_cfg = HFLlavaConfig(**{**cfg.replace(vocab_size=vocab).to_llava_hf_dict(image_token_id),
                               "architectures": None, "model_type": None})
     hf_cfg.text_config._attn_implementation = hf_cfg.vision_config._attn_implementation = "sdpa"
-    hf = LlavaForConditionalGeneration(hf_cfg).eval()
+    with torch.device(model.device):  # built where the model lives, in its precision
+        hf = LlavaForConditionalGeneration(hf_cfg).to(model.dtype).eval()
     ours = model.state_dict()
     state = {}
     for name in hf.state_dict():
@@ -192,12 +193,15 @@ def write_llava_hf(model: LlavaLlamaForCausalLM, folder: str | Path, tokenizer_f
 
 
 def _hub_name(key: str) -> str:
-    """transformers >= 4.52 names -> the names in the llava-hf hub files."""
-    if key.startswith("model.language_model."):
-        return "language_model.model." + key.removeprefix("model.language_model.")
-    if key == "lm_head.weight":
-        return "language_model.lm_head.weight"
-    return key.removeprefix("model.")
+    """A tensor name as transformers saves it -> the name in the llava-hf hub files."""
+    ours = _our_name(key)
+    for prefix, hub in (("model.vision_tower.vision_tower.", "vision_tower."),
+                        ("model.mm_projector.0.", "multi_modal_projector.linear_1."),
+                        ("model.mm_projector.2.", "multi_modal_projector.linear_2."),
+                        ("model.", "language_model.model."), ("lm_head.", "language_model.lm_head.")):
+        if ours.startswith(prefix):
+            return hub + ours.removeprefix(prefix)
+    raise ValueError(f"no hub name for {key}")
 
 
 def fake_hf_cache(cache: str | Path, repo_id: str, source: Path, revision: str = "0" * 40) -> Path:

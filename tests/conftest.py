@@ -1,0 +1,145 @@
+"""Shared fixtures: tiny models and checkpoints built offline once per test session.
+
+Every checkpoint is written in a layout real users have (see twigvlm.testing.checkpoints); every image is 336 px,
+so it becomes 576 visual tokens as in LLaVA-1.5-7B.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from twigvlm.testing.checkpoints import (TinySpec, fake_hf_cache, random_llava, write_clip, write_llava,
+                                         write_llava_hf)
+from twigvlm.testing.tokenizer import build_tiny_tokenizer
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+HUB_CLIP = "tiny-org/tiny-clip-vit-patch14-336"  # a hub name resolved through a fake Hugging Face cache
+
+# 8 layers: fast; R in (144, 432] is reachable (K=2, F=6). 24 layers: R=64 is reachable (K=2, F=18: (48, 432]).
+SHALLOW = TinySpec(num_layers=8)
+DEEP = TinySpec(num_layers=24, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=4,
+                quiet_from_layer=6)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fixtures")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(fixtures_dir) -> Path:
+    return build_tiny_tokenizer(fixtures_dir / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from twigvlm.model.tokenizer import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(fixtures_dir) -> Path:
+    return write_clip(fixtures_dir / "clip", SHALLOW)
+
+
+@pytest.fixture(scope="session")
+def hf_cache(fixtures_dir, clip_dir) -> Path:
+    cache = fixtures_dir / "hf_cache"
+    fake_hf_cache(cache, HUB_CLIP, clip_dir)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer, clip_dir):
+    """A random 8-layer LLaVA in memory (float32, eval, frozen)."""
+    return random_llava(SHALLOW, len(tokenizer), clip_dir)
+
+
+@pytest.fixture(scope="session")
+def deep_model(tokenizer, clip_dir):
+    """A random 24-layer LLaVA whose layers >= 6 barely move the residual stream (a twig copy agrees well)."""
+    return random_llava(DEEP, len(tokenizer), clip_dir)
+
+
+@pytest.fixture(scope="session")
+def llava_dir(fixtures_dir, tiny_model, tokenizer_dir, clip_dir) -> Path:
+    """liuhaotian layout: two .bin shards, vision weights inside, mm_vision_tower a local path."""
+    return write_llava(tiny_model, fixtures_dir / "llava-v1.5-tiny", tokenizer_dir, str(clip_dir))
+
+
+@pytest.fixture(scope="session")
+def llava_hub_dir(fixtures_dir, tiny_model, tokenizer_dir, hf_cache) -> Path:
+    """liuhaotian layout: safetensors shards WITHOUT vision weights, mm_vision_tower a hub name in the cache."""
+    return write_llava(tiny_model, fixtures_dir / "llava-v1.5-tiny-hub", tokenizer_dir, HUB_CLIP,
+                       safetensors=True, with_vision_weights=False)
+
+
+@pytest.fixture(scope="session")
+def llava_hf_dir(fixtures_dir, tiny_model, tokenizer_dir) -> Path:
+    """llava-hf layout as transformers saves it."""
+    return write_llava_hf(tiny_model, fixtures_dir / "llava-1.5-tiny-hf", tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def llava_hf_hub_dir(fixtures_dir, tiny_model, tokenizer_dir) -> Path:
+    """llava-hf layout with the older tensor names of the hub files (language_model.model.*)."""
+    return write_llava_hf(tiny_model, fixtures_dir / "llava-1.5-tiny-hf-hub", tokenizer_dir, hub_key_names=True)
+
+
+@pytest.fixture(autouse=True)
+def _hf_cache_env(monkeypatch, request):
+    """Point the Hugging Face cache at the fake one for tests that ask for `hf_cache`; never the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if "hf_cache" in request.fixturenames:
+        monkeypatch.setenv("HF_HUB_CACHE", str(request.getfixturevalue("hf_cache")))
+
+
+def make_image(seed: int, size: tuple[int, int] = (400, 300)) -> Image.Image:
+    """A deterministic picture: coloured rectangles on noise (not square, so padding matters)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)
+    for _ in range(3):
+        x, y = rng.integers(0, size[0] - 80), rng.integers(0, size[1] - 80)
+        pixels[y:y + 80, x:x + 80] = rng.integers(0, 256, 3)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Image.Image]:
+    return [make_image(seed) for seed in range(3)]
+
+
+QUESTIONS = ["What is in the image?", "Describe the colors of the shapes in detail."]
+
+
+@pytest.fixture(scope="session")
+def make_prompt(tokenizer):
+    """question -> input_ids [1, L] of a LLaVA-1.5 (vicuna_v1) prompt, with the image tag unless image=False."""
+    from twigvlm.constants import DEFAULT_IMAGE_TOKEN
+    from twigvlm.conversation import conv_templates
+    from twigvlm.mm_utils import tokenizer_image_token
+
+    def build(question: str, image: bool = True) -> torch.Tensor:
+        conv = conv_templates["vicuna_v1"].copy()
+        conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{question}" if image else question)
+        conv.append_message(conv.roles[1], None)
+        return tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def pixel_values(images, tiny_model):
+    """The fixture images as LLaVA-1.5 preprocesses them ('pad'): [3, 3, 336, 336]."""
+    from twigvlm.mm_utils import process_images
+    from twigvlm.model.checkpoint import make_image_processor
+
+    return process_images(images, make_image_processor(336), tiny_model.config)

@@ -1,0 +1,258 @@
+"""The answer generators (`python -m twigvlm.eval.model_vqa*`): LLaVA's prompts and answer files, the twig's flags
+reaching the engine, and runs that resume where they stopped."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from twigvlm.eval import model_vqa_loader, model_vqa_science
+from twigvlm.eval.answering import chat_prompt, get_chunk
+from twigvlm.eval.model_vqa_mmbench import mmbench_samples
+from twigvlm.eval.speed import speed_summary
+from twigvlm.testing.benchmarks import write_benchmark, write_benchmarks, write_twig
+
+TIMINGS = {"prefill_time", "decoding_time", "decoding_tokens_per_second", "tokens_per_second"}
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the user's questions.")
+LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread, as each generator process of a CPU run gets: fast on a busy machine, and the same numerics in
+    this process as in the subprocesses below."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def twig_dir(llava_dir, tmp_path_factory) -> Path:
+    return write_twig(llava_dir, tmp_path_factory.mktemp("twig"), K=2, T=2)
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("eval")
+    write_benchmarks(folder)
+    return folder
+
+
+@pytest.fixture
+def gqa_flags(llava_dir, twig_dir, eval_dir):
+    """answers file, extra flags -> the flags of a GQA run (TWIG in the extras stands for the twig's folder)."""
+    def flags(answers: Path, *extra: str, questions: Path | None = None) -> list[str]:
+        questions = questions or eval_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl"
+        return ["--model-path", str(llava_dir), "--question-file", str(questions),
+                "--image-folder", str(questions.parent / "data" / "images"), "--answers-file", str(answers),
+                "--temperature", "0", "--conv-mode", "vicuna_v1", "--max_new_tokens", "6", "--num-workers", "0",
+                *[str(twig_dir) if flag == "TWIG" else flag for flag in extra]]
+
+    return flags
+
+
+def read_answers(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_ids_and_timings(answers: list[dict]) -> list[dict]:
+    """What two runs of the same questions must agree on."""
+    return [{**{k: v for k, v in a.items() if k != "answer_id"},
+             "metadata": {k: v for k, v in a["metadata"].items() if k not in TIMINGS}} for a in answers]
+
+
+# --- prompts -----------------------------------------------------------------------------------------------------
+def test_the_image_tag_opens_the_users_turn_of_the_vicuna_template():
+    assert chat_prompt("What is it?", True, "vicuna_v1", False) == f"{SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
+    assert chat_prompt("What is it?", True, "vicuna_v1", True) == \
+        f"{SYSTEM} USER: <im_start><image><im_end>\nWhat is it? ASSISTANT:"
+    assert chat_prompt("What is it?", False, "vicuna_v1", False) == f"{SYSTEM} USER: What is it? ASSISTANT:"
+
+
+def mmbench_flags(**flags) -> argparse.Namespace:
+    return argparse.Namespace(**{"single_pred_prompt": True, "all_rounds": False, "lang": "en", **flags})
+
+
+MMBENCH_ROW = {"index": 7, "question": "What color is the circle?", "hint": "Look closely.", "A": "red",
+               "B": "green", "C": "blue", "D": float("nan"), "image": ""}
+
+
+def test_mmbench_asks_the_hint_the_question_and_the_options_up_to_the_first_empty_one():
+    [sample] = mmbench_samples(MMBENCH_ROW, mmbench_flags())
+    assert sample.prompt == "Look closely.\nWhat color is the circle?\nA. red\nB. green\nC. blue"
+    assert sample.question == f"{sample.prompt}\n{LETTER_INSTRUCTION}"
+    assert sample.fields == {"round_id": 0, "options": ["red", "green", "blue"], "option_char": ["A", "B", "C"]}
+
+
+def test_mmbench_without_a_hint_and_in_chinese():
+    [sample] = mmbench_samples({**MMBENCH_ROW, "hint": float("nan")}, mmbench_flags(lang="cn"))
+    assert sample.question == "What color is the circle?\nA. red\nB. green\nC. blue\n请直接回答选项字母。"
+
+
+def test_mmbench_all_rounds_rotate_the_options_once_per_option():
+    samples = mmbench_samples(MMBENCH_ROW, mmbench_flags(all_rounds=True))
+    assert [s.fields["round_id"] for s in samples] == [0, 1, 2]
+    assert samples[1].prompt == "Look closely.\nWhat color is the circle?\nA. green\nB. blue\nC. red"
+    assert samples[1].fields["option_char"] == ["B", "C", "A"]
+    assert {s.question_id for s in samples} == {7}
+
+
+def test_scienceqa_puts_the_image_tag_in_the_prompt_only_when_there_is_an_image(llava_dir, twig_dir, eval_dir,
+                                                                                 tmp_path):
+    answers = tmp_path / "sqa.jsonl"
+    sqa = eval_dir / "scienceqa"
+    model_vqa_science.main(["--model-path", str(llava_dir), "--twig", str(twig_dir), "-R", "192",
+                            "--question-file", str(sqa / "llava_test_CQM-A.json"),
+                            "--image-folder", str(sqa / "images" / "test"), "--answers-file", str(answers),
+                            "--single-pred-prompt", "--temperature", "0", "--conv-mode", "vicuna_v1",
+                            "--max_new_tokens", "4"])
+    with_image, _, text_only = read_answers(answers)
+    assert with_image["prompt"].startswith("<image>\nContext: ")
+    assert with_image["prompt"].endswith(f"\n{LETTER_INSTRUCTION}")
+    assert with_image["metadata"]["visual_tokens_kept"]["average"] == 192
+    assert text_only["prompt"].startswith("Context: ") and "<image>" not in text_only["prompt"]
+    assert text_only["metadata"]["visual_tokens_kept"]["average"] == 0
+
+
+# --- answer files and the flags of the twig ----------------------------------------------------------------------
+def test_answers_are_llava_lines_carrying_the_generation_statistics(gqa_flags, llava_dir, eval_dir, tmp_path):
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers, "--twig", "TWIG", "-R", "192"))
+    questions = read_answers(eval_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl")
+    lines = read_answers(answers)
+    assert [a["question_id"] for a in lines] == [q["question_id"] for q in questions]
+    assert [a["prompt"] for a in lines] == [q["text"] for q in questions]
+    for answer in lines:
+        assert list(answer) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
+        assert answer["model_id"] == llava_dir.name
+        assert {"prefill_time", "decoding_time", "decoding_tokens_per_second", "tokens_per_second",
+                "acceptance_rate", "mean_accepted_length", "num_tokens_generated",
+                "visual_tokens_kept"} <= set(answer["metadata"])
+    assert speed_summary(answers)["tokens_per_second"] > 0
+
+
+# N=8 layers, K=2, final wipe F=6, V=576: R=192 keeps 96 tokens in layers [2, 6), R=240 keeps 192.
+@pytest.mark.parametrize("flags, pruning, strategy, kept", [
+    (["--twig", "TWIG", "-R", "192"], "twig", "self_speculative",
+     {"layers_0_2": 576, "layers_2_6": 96, "layers_6_8": 0, "twig": 576, "average": 192.0}),
+    (["--twig", "TWIG", "-R", "192", "--pruning", "fastv", "--generation-strategy", "autoregressive"], "fastv",
+     "autoregressive", {"layers_0_2": 576, "layers_2_6": 96, "layers_6_8": 0, "average": 192.0}),
+    (["-R", "240", "--pruning", "random"], "random", "autoregressive",
+     {"layers_0_2": 576, "layers_2_6": 192, "layers_6_8": 0, "average": 240.0}),
+    (["--twig", "TWIG", "-R", "all"], "none", "self_speculative", {"layers_0_8": 576, "twig": 576, "average": 576.0}),
+    ([], "none", "autoregressive", {"layers_0_8": 576, "average": 576.0}),
+])
+def test_the_pruning_and_decoding_flags_reach_the_engine(gqa_flags, tmp_path, flags, pruning, strategy, kept):
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers, *flags))
+    for answer in read_answers(answers):
+        assert answer["metadata"]["pruning"] == pruning
+        assert answer["metadata"]["generation_strategy"] == strategy
+        assert answer["metadata"]["visual_tokens_kept"] == kept
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-R", "192"], "-R needs a pruning method"),
+    (["--pruning", "twig", "-R", "192"], "needs a twig"),
+    (["--twig", "TWIG", "--pruning", "none", "-R", "192"], "--pruning none keeps every visual token"),
+    (["--pruning", "fastv"], "--pruning fastv needs -R"),
+    (["-R", "many"], "expected a number of visual tokens or 'all'"),
+])
+def test_flags_that_cannot_run_together_are_refused_with_the_reason(gqa_flags, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        model_vqa_loader.main(gqa_flags(tmp_path / "gqa.jsonl", *flags))
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "gqa.jsonl").exists()
+
+
+def test_an_unreachable_R_is_reported_with_the_valid_range(gqa_flags, tmp_path):
+    with pytest.raises(SystemExit, match=r"R must be in \(144, 432\]"):
+        model_vqa_loader.main(gqa_flags(tmp_path / "gqa.jsonl", "--twig", "TWIG", "-R", "64"))
+
+
+def test_chunks_are_consecutive_slices_as_in_llava_and_a_surplus_chunk_is_empty():
+    assert [get_chunk(list(range(5)), 2, k) for k in range(2)] == [[0, 1, 2], [3, 4]]
+    assert [get_chunk(list(range(3)), 4, k) for k in range(4)] == [[0], [1], [2], []]
+
+
+def test_two_chunks_answer_every_question_once(gqa_flags, eval_dir, tmp_path):
+    for k in range(2):
+        model_vqa_loader.main(gqa_flags(tmp_path / f"2_{k}.jsonl", "--num-chunks", "2", "--chunk-idx", str(k)))
+    ids = [a["question_id"] for k in range(2) for a in read_answers(tmp_path / f"2_{k}.jsonl")]
+    assert ids == [q["question_id"] for q in read_answers(eval_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl")]
+
+
+# --- resuming ----------------------------------------------------------------------------------------------------
+def test_a_rerun_keeps_the_answers_given_and_answers_only_the_rest(gqa_flags, tmp_path):
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers))
+    first, *_ = answers.read_text().splitlines(keepends=True)
+    answers.write_text(first)
+    model_vqa_loader.main(gqa_flags(answers))
+    lines = answers.read_text().splitlines(keepends=True)
+    assert len(lines) == 3 and lines[0] == first  # same answer_id and timings: not answered again
+    finished = answers.read_bytes()
+    model_vqa_loader.main(gqa_flags(answers))
+    assert answers.read_bytes() == finished
+
+
+def test_a_line_cut_short_by_a_kill_is_dropped_and_answered_again(gqa_flags, tmp_path):
+    clean, torn = tmp_path / "clean.jsonl", tmp_path / "torn.jsonl"
+    model_vqa_loader.main(gqa_flags(clean, "--twig", "TWIG", "-R", "192"))
+    lines = clean.read_text().splitlines(keepends=True)
+    torn.write_text(lines[0] + lines[1][:len(lines[1]) // 2])
+    model_vqa_loader.main(gqa_flags(torn, "--twig", "TWIG", "-R", "192"))
+    assert torn.read_text().startswith(lines[0])
+    assert without_ids_and_timings(read_answers(torn)) == without_ids_and_timings(read_answers(clean))
+
+
+def test_questions_sharing_an_id_are_told_apart_by_their_prompt(llava_dir, eval_dir, tmp_path):
+    """TextVQA's question ids are image ids: two questions about one image share theirs."""
+    textvqa, answers = eval_dir / "textvqa", tmp_path / "textvqa.jsonl"
+    flags = ["--model-path", str(llava_dir), "--question-file", str(textvqa / "llava_textvqa_val_v051_ocr.jsonl"),
+             "--image-folder", str(textvqa / "train_images"), "--answers-file", str(answers), "--temperature", "0",
+             "--conv-mode", "vicuna_v1", "--max_new_tokens", "2"]
+    model_vqa_loader.main(flags)
+    answers.write_text(answers.read_text().splitlines(keepends=True)[0])
+    model_vqa_loader.main(flags)
+    questions = read_answers(textvqa / "llava_textvqa_val_v051_ocr.jsonl")
+    assert questions[0]["question_id"] == questions[1]["question_id"]
+    assert [a["prompt"] for a in read_answers(answers)] == [q["text"] for q in questions]
+
+
+def wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().count("\n") >= count):
+        assert process.poll() is None, "the generator ended before it could be killed"
+        assert time.monotonic() < deadline, "the generator wrote no answers in time"
+        time.sleep(0.01)
+
+
+def test_a_generator_killed_half_way_then_run_again_gives_the_answers_of_one_clean_run(gqa_flags, tmp_path):
+    questions = write_benchmark("gqa", tmp_path / "eval", num_questions=12)
+    killed, clean = tmp_path / "killed.jsonl", tmp_path / "clean.jsonl"
+    flags = ["--twig", "TWIG", "-R", "192", "--max_new_tokens", "16"]
+    process = subprocess.Popen([sys.executable, "-m", "twigvlm.eval.model_vqa_loader",
+                                *gqa_flags(killed, *flags, questions=questions)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_lines(killed, 2, process)
+    finally:
+        process.kill()
+        process.wait()
+    assert 2 <= killed.read_text().count("\n") < 12
+    model_vqa_loader.main(gqa_flags(killed, *flags, questions=questions))
+    model_vqa_loader.main(gqa_flags(clean, *flags, questions=questions))
+    assert len(read_answers(killed)) == 12
+    assert without_ids_and_timings(read_answers(killed)) == without_ids_and_timings(read_answers(clean))

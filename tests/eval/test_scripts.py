@@ -1,0 +1,134 @@
+"""The eval scripts (`bash scripts/v1_5/eval/<benchmark>.sh -R N`), end to end on the CPU: two chunks answered in
+parallel, merged, converted and scored, against tiny benchmarks in eval.zip's layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from twigvlm.testing.benchmarks import write_benchmarks, write_twig
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "v1_5" / "eval"
+TWIG = {"layers_0_2": 576, "layers_2_6": 96, "layers_6_8": 0, "twig": 576, "average": 192.0}  # R=192, K=2, N=8
+FASTV = {k: v for k, v in TWIG.items() if k != "twig"}
+ALL = {"layers_0_8": 576, "twig": 576, "average": 576.0}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder to run the scripts from, holding ./playground/data/eval as LLaVA's eval.zip lays it out."""
+    folder = tmp_path_factory.mktemp("workdir")
+    write_benchmarks(folder / "playground" / "data" / "eval")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(llava_dir, tmp_path_factory) -> dict[str, str]:
+    """A CPU machine (no CUDA_VISIBLE_DEVICES) running two chunks, with the tiny base and a twig grown on it."""
+    twig = write_twig(llava_dir, tmp_path_factory.mktemp("twig") / "TwigVLM-tiny-K2-T2", K=2, T=2)
+    base = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "twig_K", "twig_T")}
+    return {**base, "MODEL_PATH": str(llava_dir), "TWIG_PATH": str(twig), "CHUNKS": "2", "PYTHON": sys.executable}
+
+
+def run_script(name: str, *flags: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPTS / f"{name}.sh"), *flags], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def merged_answers(result: subprocess.CompletedProcess, cwd: Path) -> tuple[Path, list[dict]]:
+    """The merged answer file the script announced, and its answers."""
+    match = re.search(r"^\d+ answers in (\S+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    path = cwd / match.group(1)
+    return path, [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Run(NamedTuple):
+    script: str
+    flags: list[str]
+    experiment: str  # in the answers' path
+    pruning: str
+    strategy: str
+    kept: dict  # visual tokens per layer group, in every answer with an image
+    questions: int
+    scored: str  # a pattern of the scorer's output
+    env: dict = {}
+
+
+TWIG_RUN = "TwigVLM-tiny-K2-T2_R192_twig_self_speculative"
+RUNS = [
+    Run("gqa", ["-R", "192"], TWIG_RUN, "twig", "self_speculative", TWIG, 3, r"GQA: .*accuracy",
+        {"twig_K": "2", "twig_T": "2"}),
+    Run("mme", ["-R", "192", "-p", "fastv", "-s", "autoregressive"], "llava-v1.5-tiny_R192_fastv_autoregressive",
+        "fastv", "autoregressive", FASTV, 6, r"MME: .*= total"),
+    Run("mmbench", ["-R", "192", "-s", "autoregressive"], "TwigVLM-tiny-K2-T2_R192_twig_autoregressive", "twig",
+        "autoregressive", TWIG, 4, r"MMB: .*circular_accuracy"),
+    Run("sqa", ["--no-prune"], "TwigVLM-tiny-K2-T2_Rall_none_self_speculative", "none", "self_speculative", ALL, 3,
+        r"SQA-IMG: .*img_accuracy"),
+    Run("textvqa", ["-R", "192"], TWIG_RUN, "twig", "self_speculative", TWIG, 3, r"TextVQA: .*accuracy"),
+    Run("vqav2", ["-R", "192"], TWIG_RUN, "twig", "self_speculative", TWIG, 3, r"VQAv2: .*upload "),
+    Run("pope", ["--no-prune", "-s", "autoregressive"], "llava-v1.5-tiny_Rall_none_autoregressive", "none",
+        "autoregressive", {"layers_0_8": 576, "average": 576.0}, 9, r"POPE: .*average"),
+    # MM-Vet has no local score; its speed is printed after the grader's file is written
+    Run("mmvet", ["-R", "192"], TWIG_RUN, "twig", "self_speculative", TWIG, 3,
+        r"answers written to .*tokens_per_second +[0-9.]+.*mean_visual_tokens +192"),
+]
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[run.script for run in RUNS])
+def test_a_script_answers_in_two_chunks_merges_and_scores(workdir, env, run):
+    result = run_script(run.script, *run.flags, "--", "--max_new_tokens", "3", cwd=workdir, env={**env, **run.env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(run.scored, result.stdout, re.DOTALL), result.stdout
+    merged, answers = merged_answers(result, workdir)
+    assert run.experiment in str(merged)
+    chunks = merged.parent if merged.name == "merge.jsonl" else merged.with_suffix("")
+    assert sorted(path.name for path in chunks.glob("2_*.jsonl")) == ["2_0.jsonl", "2_1.jsonl"]
+    assert len(answers) == run.questions
+    for answer in answers:
+        assert (answer["metadata"]["pruning"], answer["metadata"]["generation_strategy"]) == (run.pruning,
+                                                                                               run.strategy)
+        if answer["metadata"]["visual_tokens_kept"]["average"] > 0:  # ScienceQA has a question without an image
+            assert answer["metadata"]["visual_tokens_kept"] == run.kept
+
+
+def test_missing_data_is_named_with_where_it_should_be(env, tmp_path):
+    result = run_script("gqa", "-R", "192", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "GQA data not found under EVAL_DIR=./playground/data/eval" in result.stderr
+    assert "./playground/data/eval/gqa/llava_gqa_testdev_balanced.jsonl" in result.stderr
+
+
+def test_a_missing_twig_is_named_with_how_to_run_without_one(env, workdir):
+    result = run_script("pope", "-R", "192", cwd=workdir, env={**env, "TWIG_PATH": "./checkpoints/nothing-here"})
+    assert result.returncode == 2
+    assert "no twig checkpoint at TWIG_PATH=./checkpoints/nothing-here" in result.stderr
+    assert "-p fastv|none -s autoregressive" in result.stderr
+
+
+def test_a_missing_base_checkpoint_is_named(env, workdir):
+    result = run_script("pope", "-R", "192", cwd=workdir, env={k: v for k, v in env.items() if k != "MODEL_PATH"})
+    assert result.returncode == 2
+    assert "no base checkpoint at MODEL_PATH=./checkpoints/llava-v1.5-7b" in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "-R N is required"),
+    (["-R", "192", "-p", "none"], "use --no-prune instead of -R 192"),
+    (["--no-prune", "-p", "fastv"], "does not go with -p fastv"),
+    (["-R", "lots"], "-R must be a number of visual tokens"),
+    (["-R", "192", "-s", "speculative"], "-s must be self_speculative or autoregressive"),
+    (["-R"], "-R needs a value"),
+])
+def test_flags_that_cannot_run_are_refused_before_any_work(env, workdir, flags, message):
+    result = run_script("gqa", *flags, cwd=workdir, env=env)
+    assert result.returncode == 2 and message in result.stderr

@@ -1,0 +1,151 @@
+"""The engine's pruned, cached forward equals a slow, obviously-correct reference.
+
+The reference runs every layer group on an EXPLICIT list of rows, with no cache: layers [0, K) on everything,
+layers [K, F) on text + the kept visual tokens, layers [F, N) on text only, each row at its original position.
+It scores visual tokens with an eager softmax written out here. Generated tokens are appended to every group.
+"""
+
+import math
+
+import pytest
+import torch
+
+from twigvlm.inference.engine import Engine
+from twigvlm.inference.pruning import PruningPlan
+from twigvlm.model.llama import apply_rotary
+from twigvlm.model.twig import Twig
+
+
+def eager_last_row_attention(layer, x, rope):
+    """Head-averaged attention probabilities of the last row of x [1, P, C] in `layer`, computed by hand."""
+    attn = layer.self_attn
+    z = layer.input_layernorm(x)
+    q = attn.q_proj(z).view(1, -1, attn.num_heads, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(z).view(1, -1, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
+    q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    k = k.repeat_interleave(attn.num_heads // attn.num_kv_heads, dim=1)
+    scores = (q[:, :, -1:] @ k.transpose(2, 3)) / math.sqrt(attn.head_dim)  # [1, H, 1, P]
+    return scores.softmax(-1)[0, :, 0].mean(0)  # [P]
+
+
+def run(layers, x, rows, model):
+    """Layers on x [1, len(rows), C] whose rows sit at positions `rows`; causal over that order; no cache."""
+    rope = model.rope(rows[None])
+    for layer in layers:
+        x, _ = layer(x, rope)
+    return x
+
+
+def reference(model, twig, input_ids, pixels, generated, method, R, K):
+    """Target logits after the prompt and after each generated token [1+G, V], and the kept visual indices."""
+    inputs = model.embed_multimodal(input_ids, pixels)
+    (start, end), = inputs.visual_spans[0]
+    P, G, N, V = inputs.embeds.shape[1], len(generated), model.config.num_hidden_layers, end - start
+    x = torch.cat([inputs.embeds, model.model.embed_tokens(torch.tensor([generated], dtype=torch.long))], dim=1)
+    rows = torch.arange(P + G)
+    layers = model.model.layers
+    h = run(layers[:K], x, rows, model)
+    kept = None
+    if method == "none":
+        middle_rows, F = rows, N
+    else:
+        F = N * 3 // 4
+        if method == "twig":
+            h_twig = run(twig.layers[:-1], h[:, :P], rows[:P], model)
+            scores = eager_last_row_attention(twig.layers[-1], h_twig, model.rope(rows[None, :P]))
+        else:  # fastv: base layer K-1
+            h_before = run(layers[:K - 1], x[:, :P], rows[:P], model)
+            scores = eager_last_row_attention(layers[K - 1], h_before, model.rope(rows[None, :P]))
+        rank = math.ceil((N * R - K * V) / (F - K))
+        kept = scores[start:end].topk(rank).indices.sort().values
+        middle_rows = torch.cat([rows[:start], kept + start, rows[end:]])
+    h = run(layers[K:F], h[:, middle_rows], middle_rows, model)
+    text = (middle_rows < start) | (middle_rows >= end) if method != "none" else torch.ones_like(middle_rows, dtype=bool)
+    h = run(layers[F:], h[:, text], middle_rows[text], model)
+    logits = model.lm_head(model.model.norm(h))[0]
+    return logits[-(G + 1):], kept
+
+
+def engine_logits(model, twig, input_ids, pixels, generated, method, R):
+    """The same logits through the engine: prefill, then one cached step per generated token."""
+    inputs = model.embed_multimodal(input_ids, pixels)
+    engine = Engine(model, twig, PruningPlan(method, R, K=twig.K if twig else 2), capacity=inputs.embeds.shape[1] + 16)
+    prefill = engine.prefill(inputs.embeds, inputs.visual_spans[0][0])
+    steps = [prefill.target_logits]
+    for token in generated:
+        engine.extend(torch.tensor([token]))
+        steps.append(engine.target_logits()[-1])
+    return torch.stack(steps), prefill.kept_visual
+
+
+@pytest.mark.parametrize("method, R", [("none", None), ("twig", 64), ("fastv", 64), ("twig", 192)])
+def test_pruned_cached_forward_equals_the_slow_reference(deep_model, make_prompt, pixel_values, method, R):
+    twig = Twig.from_base(deep_model, K=2, T=3).eval()
+    ids, pixels = make_prompt("What is in the image?"), pixel_values[:1]
+    generated = [5, 17, 42, 7, 99]
+    want, want_kept = reference(deep_model, twig, ids, pixels, generated, method, R, K=2)
+    got, got_kept = engine_logits(deep_model, twig, ids, pixels, generated, method, R)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if method != "none":
+        assert torch.equal(got_kept, want_kept)
+
+
+def test_kept_tokens_keep_their_original_positions(deep_model, make_prompt, pixel_values):
+    """Renumbering the kept rows 0..P'-1 (what a naive implementation does) gives different logits."""
+    twig = Twig.from_base(deep_model, K=2, T=3).eval()
+    ids, pixels = make_prompt("What is in the image?"), pixel_values[:1]
+    got, kept = engine_logits(deep_model, twig, ids, pixels, [], "twig", 64)
+    want, _ = reference(deep_model, twig, ids, pixels, [], "twig", 64, K=2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert kept.max() > len(kept)  # the kept tokens are spread over the image, so ids differ from 0..rank-1
+
+
+def test_pruning_changes_the_answer_logits(deep_model, make_prompt, pixel_values):
+    twig = Twig.from_base(deep_model, K=2, T=3).eval()
+    ids, pixels = make_prompt("What is in the image?"), pixel_values[:1]
+    full, _ = engine_logits(deep_model, twig, ids, pixels, [], "none", None)
+    pruned, _ = engine_logits(deep_model, twig, ids, pixels, [], "twig", 64)
+    assert not torch.allclose(full, pruned, atol=1e-4)
+
+
+def test_rollback_forgets_rejected_tokens(deep_model, make_prompt, pixel_values):
+    """Extending by tokens then rolling back gives the same next logits as never having seen them."""
+    twig = Twig.from_base(deep_model, K=2, T=3).eval()
+    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), pixel_values[:1])
+    span = inputs.visual_spans[0][0]
+
+    def fresh():
+        engine = Engine(deep_model, twig, PruningPlan("twig", 64, K=2), capacity=inputs.embeds.shape[1] + 16)
+        engine.prefill(inputs.embeds, span)
+        return engine
+
+    clean = fresh()
+    clean.extend(torch.tensor([11]))
+    want_target, want_draft = clean.target_logits()[-1], clean.draft_logits()
+
+    engine = fresh()
+    start = engine.length
+    engine.extend(torch.tensor([11, 23, 31]))  # as if the twig drafted 23, 31 after 11
+    engine.draft_logits()
+    engine.target_logits()
+    engine.rollback(start)  # reject everything, 11 included
+    engine.extend(torch.tensor([11]))
+    torch.testing.assert_close(engine.target_logits()[-1], want_target, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(engine.draft_logits(), want_draft, atol=1e-5, rtol=1e-5)
+
+
+def test_each_layer_group_caches_its_own_number_of_tokens(deep_model, make_prompt, pixel_values):
+    twig = Twig.from_base(deep_model, K=2, T=3).eval()
+    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), pixel_values[:1])
+    P = inputs.embeds.shape[1]
+    engine = Engine(deep_model, twig, PruningPlan("twig", 64, K=2), capacity=P + 8)
+    engine.prefill(inputs.embeds, inputs.visual_spans[0][0])
+    # N=24, K=2, F=18: rank = ceil((24*64 - 2*576) / 16) = 24
+    assert engine.lower.cache.length == engine.draft.cache.length == P
+    assert engine.middle.cache.length == P - 576 + 24
+    assert engine.top.cache.length == P - 576
+    engine.extend(torch.tensor([3, 4]))
+    engine.target_logits()
+    assert (engine.lower.cache.length, engine.middle.cache.length, engine.top.cache.length) == \
+        (P + 2, P - 576 + 24 + 2, P - 576 + 2)
+    assert engine.draft.cache.length == P  # the twig has not consumed the new rows yet

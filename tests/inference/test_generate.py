@@ -1,0 +1,112 @@
+"""The seeds' generate() API: return values, statistics, configuration, refusals."""
+
+import io
+
+import pytest
+import torch
+
+from twigvlm.inference.generate import GenerationOutput, TwigVLMConfig
+from twigvlm.inference.streaming import GREEN, SpeculativeTextStreamer
+from twigvlm.model.twig import Twig
+
+
+@pytest.fixture
+def with_twig(tiny_model):
+    tiny_model.attach_twig(Twig.from_base(tiny_model, K=2, T=2).eval())
+    yield tiny_model
+    tiny_model.attach_twig(None)
+
+
+def test_without_twigvlm_config_it_returns_new_token_ids_like_llava(tiny_model, make_prompt, pixel_values):
+    out = tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=5,
+                              do_sample=False, temperature=0, top_p=None, num_beams=1, use_cache=True)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 5)
+
+
+def test_the_seed_api_returns_predicted_tokens_and_statistics(with_twig, tokenizer, make_prompt, pixel_values):
+    cont = with_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], do_sample=False,
+                              temperature=0, max_new_tokens=16, eos_token_id=tokenizer.eos_token_id,
+                              image_sizes=[(400, 300)],
+                              twigvlm_config={"enable_pruning": True, "attention_rank": 192,
+                                              "generation_strategy": "self_speculative"})
+    assert isinstance(cont, GenerationOutput)
+    text = tokenizer.batch_decode(cont.predicted_tokens, skip_special_tokens=True)[0]
+    assert isinstance(text, str)
+    assert cont.num_tokens_generated == cont.predicted_tokens.shape[1]
+    assert cont.prefill_time > 0 and cont.decoding_time > 0 and cont.decoding_tokens_per_second > 0
+    assert 0 <= cont.acceptance_rate <= 1 and cont.mean_accepted_length >= 1
+    # N=8, K=2, F=6, V=576: rank = ceil((8*192 - 2*576) / 4) = 96
+    assert cont.visual_tokens_kept == {"layers_0_2": 576, "layers_2_6": 96, "layers_6_8": 0, "twig": 576,
+                                       "average": (2 * 576 + 4 * 96) / 8}
+
+
+def test_the_early_readme_names_still_work(with_twig):
+    cfg = TwigVLMConfig.from_dict({"enable_FastV": True, "attention_rank": 192}, has_twig=True)
+    assert (cfg.pruning, cfg.R, cfg.generation_strategy) == ("fastv", 192, "self_speculative")
+    cfg = TwigVLMConfig.from_dict({"enable_pruning": True, "avg_retain_rank": 64, "num_speculations": 3,
+                                   "finalwipe_layer": 20, "draft_threshold": 0.5}, has_twig=False)
+    assert (cfg.pruning, cfg.R, cfg.num_speculations, cfg.finalwipe_layer, cfg.generation_strategy) == \
+        ("twig", 64, 3, 20, "autoregressive")
+
+
+def test_an_unknown_config_key_is_named(with_twig):
+    with pytest.raises(ValueError, match=r"unknown twigvlm_config key\(s\) \['attention_rnak'\]"):
+        TwigVLMConfig.from_dict({"attention_rnak": 64}, has_twig=True)
+
+
+def test_pruning_without_R_asks_for_it():
+    with pytest.raises(ValueError, match="needs attention_rank"):
+        TwigVLMConfig.from_dict({"enable_pruning": True}, has_twig=True)
+
+
+def test_an_impossible_R_is_reported_with_the_valid_range(with_twig, make_prompt, pixel_values):
+    with pytest.raises(ValueError, match=r"R must be in \(144, 432\]"):
+        with_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,
+                           twigvlm_config={"enable_pruning": True, "attention_rank": 64})
+
+
+def test_speculative_decoding_without_a_twig_is_refused(tiny_model, make_prompt, pixel_values):
+    with pytest.raises(ValueError, match="needs a twig"):
+        tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,
+                            twigvlm_config={"generation_strategy": "self_speculative"})
+
+
+def test_fastv_needs_no_twig(tiny_model, make_prompt, pixel_values):
+    out = tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=3,
+                              twigvlm_config={"enable_FastV": True, "attention_rank": 192})
+    assert out.visual_tokens_kept["layers_2_6"] == 96 and "twig" not in out.visual_tokens_kept
+
+
+def test_a_batch_of_two_is_refused_with_an_explanation(tiny_model, make_prompt, pixel_values):
+    ids = make_prompt("What is in the image?").repeat(2, 1)
+    with pytest.raises(ValueError, match="batch size 1"):
+        tiny_model.generate(ids, images=pixel_values[:2], max_new_tokens=2)
+
+
+def test_beam_search_is_refused(tiny_model, make_prompt, pixel_values):
+    with pytest.raises(ValueError, match="beam search"):
+        tiny_model.generate(make_prompt("Hi"), images=pixel_values[:1], num_beams=3)
+
+
+def test_sampling_with_a_seed_is_reproducible_and_differs_from_greedy(with_twig, make_prompt, pixel_values):
+    ids, pixels = make_prompt("Describe the image in detail."), pixel_values[:1]
+    run = lambda seed, strategy: with_twig.generate(  # noqa: E731
+        ids, images=pixels, max_new_tokens=20, do_sample=True, temperature=1.5, top_p=0.95,
+        twigvlm_config={"generation_strategy": strategy, "seed": seed}).predicted_tokens.tolist()
+    greedy = with_twig.generate(ids, images=pixels, max_new_tokens=20).tolist()
+    assert run(0, "self_speculative") == run(0, "self_speculative")
+    assert run(0, "autoregressive") == run(0, "autoregressive")
+    assert {str(run(s, "self_speculative")) for s in range(3)} != {str(greedy)}
+
+
+def test_streaming_prints_accepted_drafts_in_green_and_the_same_text(with_twig, tokenizer, make_prompt,
+                                                                      pixel_values):
+    ids, pixels = make_prompt("Describe the image in detail."), pixel_values[:1]
+    buffer = io.StringIO()
+    streamer = SpeculativeTextStreamer(tokenizer, skip_prompt=True, color=True, file=buffer)
+    cont = with_twig.generate(ids, images=pixels, max_new_tokens=24, streamer=streamer,
+                              twigvlm_config={"generation_strategy": "self_speculative", "draft_threshold": 0.0})
+    printed = buffer.getvalue()
+    assert printed.replace(GREEN, "").replace("\033[0m", "").rstrip("\n") == \
+        tokenizer.decode(cont.predicted_tokens[0], skip_special_tokens=True)
+    assert cont.num_accepted == 0 or GREEN in printed

@@ -1,0 +1,318 @@
+"""What every answer generator shares: flags, model loading, chunking, resuming, generating and writing answers.
+
+    python -m twigvlm.eval.model_vqa_loader --model-path ./checkpoints/llava-v1.5-7b \\
+        --twig ./checkpoints/TwigVLM-llava1.5-7b-K2-T3 -R 192 \\
+        --question-file ./playground/data/eval/gqa/llava_gqa_testdev_balanced.jsonl \\
+        --image-folder ./playground/data/eval/gqa/data/images \\
+        --answers-file ./playground/data/eval/gqa/answers/.../4_0.jsonl --num-chunks 4 --chunk-idx 0 \\
+        --temperature 0 --conv-mode vicuna_v1
+
+LLaVA's flags, plus the twig's: --twig PATH, --twig-K (for twigs in the public format, which do not record K),
+--retained_tokens/-R (the average number of visual tokens kept per layer; `all` keeps them all),
+--pruning twig|fastv|random|none (default: twig given --twig and -R, else none), --generation-strategy
+self_speculative|autoregressive (default: self_speculative with a twig), --device, --dtype, --attn-implementation.
+
+A generator module (`model_vqa_loader`, `model_vqa`, `model_vqa_science`, `model_vqa_mmbench`) says how its
+question file reads and what each entry asks (`Sample`s); `run` does the rest. Answers are LLaVA's JSONL lines
+{"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}, the metadata holding the generation's
+statistics (`GenerationOutput.metadata()`: timings, tokens/s, acceptance rate, visual tokens kept...). Each line is
+written and flushed as soon as it is answered; running the same command again resumes: the answers already in the
+file are kept and their questions skipped, and a last line cut short by a kill is dropped and answered again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from twigvlm.conversation import conv_templates
+from twigvlm.inference.builder import DTYPES, load_pretrained_model
+from twigvlm.inference.pruning import METHODS, PruningError
+from twigvlm.mm_utils import (get_model_name_from_path, load_image, process_images, tokenizer_image_token,
+                              with_image_tag)
+from twigvlm.model.config import CheckpointError
+
+SINGLE_PRED_PROMPTS = {"en": "Answer with the option's letter from the given choices directly.",
+                       "cn": "请直接回答选项字母。"}
+STRATEGIES = ("self_speculative", "autoregressive")
+
+
+@dataclass
+class Sample:
+    """One prompt to answer: what the model is asked and what its answer line records."""
+
+    question_id: Any
+    prompt: str  # the answer's "prompt" field (LLaVA's cur_prompt)
+    question: str  # the user's turn, without the image tag
+    image: Callable[[], Any] | None = None  # loads the PIL image; None for a text-only question
+    fields: dict[str, Any] = field(default_factory=dict)  # extra answer fields (MMBench: round_id, options, ...)
+
+    @property
+    def key(self) -> tuple:
+        return answer_key({"question_id": self.question_id, "prompt": self.prompt, **self.fields})
+
+
+def answer_key(answer: dict) -> tuple:
+    """What identifies an answer: its question, round and prompt (TextVQA's question ids repeat per image)."""
+    return answer["question_id"], answer.get("round_id", 0), answer["prompt"]
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+def arg_parser(description: str, conv_mode: str = "llava_v1", max_new_tokens: int = 1024,
+               num_workers: int = 0) -> argparse.ArgumentParser:
+    """LLaVA's generator flags (its defaults per generator given here) plus the twig's."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", type=str, default="./checkpoints/llava-v1.5-7b")
+    parser.add_argument("--model-base", type=str, default=None)
+    parser.add_argument("--image-folder", type=str, default="")
+    parser.add_argument("--question-file", type=str, required=True)
+    parser.add_argument("--answers-file", type=str, default="answer.jsonl")
+    parser.add_argument("--conv-mode", type=str, default=conv_mode)
+    parser.add_argument("--num-chunks", type=int, default=1)
+    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--num_beams", type=int, default=1)
+    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--single-pred-prompt", action="store_true",
+                        help="append LLaVA's 'Answer with the option's letter ...' instruction")
+    parser.add_argument("--num-workers", type=int, default=num_workers,
+                        help="processes preparing the images (at most one per CPU core)")
+    twig = parser.add_argument_group("TwigVLM")
+    twig.add_argument("--twig", type=str, default=None, help="twig checkpoint folder")
+    twig.add_argument("--twig-K", type=int, default=None,
+                      help="layer the twig grows on, for twigs that do not record it (default: $twig_K); also "
+                           "FastV's scoring layer + 1 without a twig")
+    twig.add_argument("--retained_tokens", "--retained-tokens", "-R", type=retained_tokens, default=None, metavar="R",
+                      help="R, the average visual tokens kept per layer (64, 128, 192...); 'all' keeps them all")
+    twig.add_argument("--pruning", choices=METHODS, default=None,
+                      help="visual token pruning (default: twig when --twig and -R are given, else none)")
+    twig.add_argument("--generation-strategy", choices=STRATEGIES, default=None,
+                      help="decoding (default: self_speculative with a twig, autoregressive without)")
+    twig.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
+    twig.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                      help="default: float16 on a GPU, float32 on the CPU")
+    twig.add_argument("--attn-implementation", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
+    return parser
+
+
+def retained_tokens(value: str) -> float | None:
+    """-R: a number of tokens, or 'all' (no pruning)."""
+    if value.lower() == "all":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of visual tokens or 'all', got {value!r}") from None
+    return int(number) if number.is_integer() else number
+
+
+def resolve_twig_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill in the pruning and strategy defaults; refuse combinations that cannot run, before loading anything."""
+    R = args.retained_tokens
+    if args.pruning is None:
+        if R is not None and args.twig is None:
+            parser.error("-R needs a pruning method: give --twig for twig-guided pruning, or --pruning fastv|random")
+        args.pruning = "twig" if args.twig is not None and R is not None else "none"
+    if args.pruning == "none" and R is not None:
+        parser.error(f"--pruning none keeps every visual token; drop -R {R} (or use -R all)")
+    if args.pruning != "none" and R is None:
+        parser.error(f"--pruning {args.pruning} needs -R, the average visual tokens kept per layer "
+                     f"(e.g. 64, 128 or 192)")
+    args.generation_strategy = args.generation_strategy or ("self_speculative" if args.twig else "autoregressive")
+    needs_twig = args.pruning == "twig" or args.generation_strategy == "self_speculative"
+    if needs_twig and args.twig is None:
+        parser.error(f"--pruning {args.pruning} with --generation-strategy {args.generation_strategy} needs a twig "
+                     f"(--twig PATH); without one use --pruning fastv|random|none --generation-strategy "
+                     f"autoregressive")
+    if not 0 <= args.chunk_idx < args.num_chunks:
+        parser.error(f"--chunk-idx must be in [0, {args.num_chunks}), got {args.chunk_idx}")
+
+
+def twigvlm_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The `twigvlm_config` of `model.generate` that the flags ask for."""
+    config: dict[str, Any] = {"generation_strategy": args.generation_strategy, "pruning": args.pruning}
+    if args.pruning != "none":
+        config["attention_rank"] = args.retained_tokens
+    if args.twig_K is not None and args.twig is None:
+        config["K"] = args.twig_K
+    return config
+
+
+# --- questions ---------------------------------------------------------------------------------------------------
+def get_chunk(items: list, num_chunks: int, index: int) -> list:
+    """The `index`-th of `num_chunks` consecutive slices of ceil(len / num_chunks) items (LLaVA's split)."""
+    size = math.ceil(len(items) / num_chunks)
+    return items[index * size:(index + 1) * size]
+
+
+def image_file(folder: str, name: str) -> Callable[[], Any]:
+    """A loader of the image `name` in `folder` (called where the image is preprocessed)."""
+    return partial(load_image, str(Path(folder) / name))
+
+
+def with_single_pred_prompt(text: str, args: argparse.Namespace, lang: str = "en") -> str:
+    """`text`, followed by the instruction to answer with a letter when --single-pred-prompt is given."""
+    return f"{text}\n{SINGLE_PRED_PROMPTS[lang]}" if args.single_pred_prompt else text
+
+
+def vqa_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
+    """A line of a LLaVA question file {"question_id", "image", "text"}: the text after the image."""
+    return [Sample(line["question_id"], line["text"], with_single_pred_prompt(line["text"], args),
+                   image_file(args.image_folder, line["image"]))]
+
+
+# --- prompts and model inputs ------------------------------------------------------------------------------------
+def chat_prompt(question: str, has_image: bool, conv_mode: str, mm_use_im_start_end: bool) -> str:
+    """The user's turn (the image tag first, on its own line) in the conversation template, the answer open."""
+    if has_image:
+        question = with_image_tag(question, mm_use_im_start_end)
+    conv = conv_templates[conv_mode].copy()
+    conv.append_message(conv.roles[0], question)
+    conv.append_message(conv.roles[1], None)
+    return conv.get_prompt()
+
+
+class SampleDataset(Dataset):
+    """Samples turned into model inputs (prompt ids, pixels, image size), in background workers if asked."""
+
+    def __init__(self, samples: list[Sample], tokenizer: Any, image_processor: Any, model_config: Any,
+                 conv_mode: str):
+        self.samples, self.tokenizer, self.image_processor = samples, tokenizer, image_processor
+        self.model_config, self.conv_mode = model_config, conv_mode
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None]:
+        sample = self.samples[index]
+        image = sample.image() if sample.image is not None else None
+        prompt = chat_prompt(sample.question, image is not None, self.conv_mode,
+                             getattr(self.model_config, "mm_use_im_start_end", False))
+        input_ids = tokenizer_image_token(prompt, self.tokenizer, return_tensors="pt")
+        if image is None:
+            return input_ids, None, None
+        return input_ids, process_images([image], self.image_processor, self.model_config)[0], image.size
+
+
+def single_item(batch: list) -> Any:
+    """Batches of one, unstacked (prompts differ in length)."""
+    return batch[0]
+
+
+# --- answer files ------------------------------------------------------------------------------------------------
+def read_done_answers(path: Path) -> list[dict]:
+    """The complete answers of an earlier run; whatever follows the last complete line (a line cut short by a
+    kill) is cut off the file, so that the next answer starts on a line of its own."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    answers, good = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        if line.strip():
+            try:
+                answers.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        good += len(line)
+    if good < len(data):
+        print(f"{path}: dropping {len(data) - good} bytes of an unfinished answer", file=sys.stderr)
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return answers
+
+
+def remaining(samples: list[Sample], done: list[dict]) -> list[Sample]:
+    """The samples not answered yet (each answer accounts for one sample with its key)."""
+    left = Counter(answer_key(answer) for answer in done)
+    todo = []
+    for sample in samples:
+        if left[sample.key] > 0:
+            left[sample.key] -= 1
+        else:
+            todo.append(sample)
+    return todo
+
+
+def answer_line(sample: Sample, text: str, model_id: str, metadata: dict[str, Any]) -> str:
+    """LLaVA's answer record, with the benchmark's extra fields, as one JSON line."""
+    record = {"question_id": sample.question_id, "prompt": sample.prompt, "text": text, **sample.fields,
+              "answer_id": uuid.uuid4().hex, "model_id": model_id, "metadata": metadata}
+    return json.dumps(record) + "\n"
+
+
+# --- generation --------------------------------------------------------------------------------------------------
+def generate_answer(model: Any, tokenizer: Any, input_ids: torch.Tensor, pixels: torch.Tensor | None,
+                    image_size: tuple[int, int] | None, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The decoded answer and the generation's statistics."""
+    images = None if pixels is None else pixels[None].to(device=model.device, dtype=model.dtype)
+    output = model.generate(
+        input_ids[None].to(model.device), images=images, image_sizes=None if image_size is None else [image_size],
+        do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p, num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, use_cache=True,
+        twigvlm_config=twigvlm_config(args))
+    text = tokenizer.batch_decode(output.predicted_tokens, skip_special_tokens=True)[0].strip()
+    return text, output.metadata()
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """(tokenizer, model, image_processor, model name) as the flags ask."""
+    model_path = str(Path(args.model_path).expanduser())
+    model_name = get_model_name_from_path(model_path)
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        model_path, args.model_base, model_name, device=args.device, torch_type=args.dtype,
+        attn_implementation=args.attn_implementation, twig=args.twig, twig_K=args.twig_K)
+    return tokenizer, model, image_processor, model_name
+
+
+def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[Any, argparse.Namespace],
+               Iterable[Sample]]) -> Path:
+    """Answer this chunk's entries into --answers-file, skipping those an earlier run answered."""
+    samples = [s for entry in get_chunk(entries, args.num_chunks, args.chunk_idx) for s in to_samples(entry, args)]
+    answers_file = Path(args.answers_file).expanduser()
+    answers_file.parent.mkdir(parents=True, exist_ok=True)
+    done = read_done_answers(answers_file)
+    todo = remaining(samples, done)
+    if done:
+        print(f"{answers_file}: resuming, {len(samples) - len(todo)} of {len(samples)} already answered",
+              file=sys.stderr)
+    if not todo:
+        answers_file.touch()
+        return answers_file
+    tokenizer, model, image_processor, model_name = load_model(args)
+    dataset = SampleDataset(todo, tokenizer, image_processor, model.config, args.conv_mode)
+    workers = min(args.num_workers, os.cpu_count() or 1)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item)
+    with open(answers_file, "a", encoding="utf-8") as out:
+        progress = tqdm(zip(todo, loader), total=len(samples), initial=len(samples) - len(todo))
+        for sample, (input_ids, pixels, image_size) in progress:
+            text, metadata = generate_answer(model, tokenizer, input_ids, pixels, image_size, args)
+            out.write(answer_line(sample, text, model_name, metadata))
+            out.flush()
+    return answers_file
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions: Callable[[Path], list],
+        to_samples: Callable[[Any, argparse.Namespace], Iterable[Sample]]) -> Path:
+    """A generator's main: parse the flags, then answer; a user error ends with its message, not a traceback."""
+    args = parser.parse_args(argv)
+    resolve_twig_flags(args, parser)
+    try:
+        return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
+    except (PruningError, CheckpointError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None

@@ -1,0 +1,227 @@
+"""Speed benchmark: prefill time and decoding tokens/s of each decoding setup, measured side by side.
+
+    python -m twigvlm.eval.bench_speed                       # the bundled tiny world (or a random tiny model)
+    python -m twigvlm.eval.bench_speed --model-path checkpoints/llava-v1.5-7b --twig checkpoints/TwigVLM-... \\
+        --device cuda --dtype float16
+    python -m twigvlm.eval.bench_speed --random-model 7b --device cuda --dtype float16   # 7B-shaped, random weights
+    python -m twigvlm.eval.bench_speed --json                 # one JSON object {"runs": [...], ...}
+
+Runs (each over the same prompts, after a warm-up): autoregressive without pruning, autoregressive with TTP at R,
+self-speculative with TTP at R, self-speculative without pruning, and transformers' own `generate` on the same
+weights (LlavaForConditionalGeneration) as the reference for the unpruned autoregressive path.
+With random weights, answers are meaningless and acceptance rates low: use them for kernel speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from twigvlm.inference.builder import default_device, load_pretrained_model, resolve_dtype
+from twigvlm.model.twig import Twig
+from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
+
+
+
+@dataclass
+class Run:
+    strategy: str  # autoregressive | self_speculative | transformers
+    pruning: str  # none | twig | fastv
+    R: float | None
+    tokens_per_second: float  # decoding tokens / decoding seconds (prefill excluded), median over prompts
+    prefill_seconds: float  # median
+    total_tokens_per_second: float  # tokens / (prefill + decoding), what the public code reports
+    acceptance_rate: float | None
+    mean_accepted_length: float | None
+    tokens: int  # generated, summed over prompts
+    visual_tokens_average: float | None
+
+
+SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
+          ("self_speculative", "none")]
+
+
+def load_model(args: argparse.Namespace):
+    """(model, prompts [(input_ids, pixels)], description)."""
+    device, dtype = args.device, resolve_dtype(args.dtype, args.device)
+    if args.model_path is None and args.random_model is None and WORLD_BASE.is_dir():
+        args.model_path, args.twig = str(WORLD_BASE), args.twig or str(WORLD_TWIG)
+    if args.model_path is not None:
+        tokenizer, model, processor, _ = load_pretrained_model(args.model_path, device=device, torch_type=dtype,
+                                                               attn_implementation=args.attn_implementation,
+                                                               twig=args.twig, twig_K=args.twig_K)
+        if model.twig is None:
+            model.attach_twig(Twig.from_base(model, args.twig_K or 2, args.twig_T).eval())
+        return model, real_prompts(tokenizer, processor, model, args), f"{args.model_path} (twig {args.twig})"
+    model = random_model(args.random_model or "tiny", device, dtype, args.attn_implementation)
+    model.attach_twig(Twig.from_base(model, args.twig_K or 2, args.twig_T).eval())
+    return model, synthetic_prompts(model, args), f"random {args.random_model or 'tiny'}-shaped model"
+
+
+def random_model(shape: str, device: str, dtype: torch.dtype, attn_implementation: str):
+    """A randomly initialised LLaVA-1.5 of the given shape, built directly on the device."""
+    from twigvlm.model.config import KNOWN_VISION_TOWERS, LlavaConfig
+    from twigvlm.model.llava import LlavaLlamaForCausalLM
+    from twigvlm.testing.checkpoints import TinySpec, clip_config, tiny_config
+
+    if shape == "7b":
+        config = LlavaConfig(vision_config=dict(KNOWN_VISION_TOWERS["openai/clip-vit-large-patch14-336"]))
+    else:
+        spec = TinySpec(num_layers=24, hidden_size=64, intermediate_size=128, num_kv_heads=4)
+        config = tiny_config(spec, vocab_size=1000, vision_tower="random").replace(vision_config=clip_config(spec))
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = LlavaLlamaForCausalLM(config, attn_implementation)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def synthetic_prompts(model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """LLaVA-shaped prompts (system prompt, image, question) of random ids, with random pixels."""
+    g = torch.Generator().manual_seed(0)
+    size = model.get_vision_tower().vision_tower.config.image_size
+    prompts = []
+    for _ in range(args.prompts):
+        text = torch.randint(3, model.config.vocab_size, (40,), generator=g)
+        ids = torch.cat([torch.tensor([1]), text[:35], torch.tensor([-200]), text[35:]])[None]
+        prompts.append((ids, torch.rand(1, 3, size, size, generator=g)))
+    return prompts
+
+
+def real_prompts(tokenizer, processor, model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Long-answer prompts about the bundled image(s), as the chat demo builds them."""
+    from twigvlm.constants import DEFAULT_IMAGE_TOKEN
+    from twigvlm.conversation import conv_templates
+    from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token
+
+    images = [DEMO_IMAGE] if DEMO_IMAGE.is_file() else [None]
+    prompts = []
+    for i in range(args.prompts):
+        conv = conv_templates[args.conv_mode].copy()
+        conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{args.question}")
+        conv.append_message(conv.roles[1], None)
+        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
+        image = images[i % len(images)]
+        pixels = process_images([load_image(str(image))], processor, model.config) if image else \
+            torch.rand(1, 3, 336, 336)
+        prompts.append((ids, pixels))
+    return prompts
+
+
+def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) -> Run:
+    """Median speed of one setup over the prompts (after one warm-up generation)."""
+    config = {"generation_strategy": strategy, "pruning": pruning, "attention_rank": R if pruning != "none" else None}
+    dtype = model.dtype
+    generate = lambda ids, pixels: model.generate(  # noqa: E731
+        ids, images=pixels.to(model.device, dtype), max_new_tokens=args.max_new_tokens,
+        eos_token_id=-1 if args.ignore_eos else None, twigvlm_config=config)
+    generate(*prompts[0])
+    outs = [generate(ids, pixels) for ids, pixels in prompts]
+    accepted, drafted = sum(o.num_accepted for o in outs), sum(o.num_drafted for o in outs)
+    verify_tokens = [o.mean_accepted_length for o in outs if o.mean_accepted_length]
+    return Run(strategy, pruning, R if pruning != "none" else None,
+               tokens_per_second=statistics.median(o.decoding_tokens_per_second for o in outs),
+               prefill_seconds=statistics.median(o.prefill_time for o in outs),
+               total_tokens_per_second=statistics.median(o.tokens_per_second for o in outs),
+               acceptance_rate=accepted / drafted if drafted else None,
+               mean_accepted_length=statistics.mean(verify_tokens) if verify_tokens else None,
+               tokens=sum(o.num_tokens_generated for o in outs),
+               visual_tokens_average=outs[0].visual_tokens_kept.get("average"))
+
+
+def measure_transformers(model, prompts, args) -> Run:
+    """transformers' LlavaForConditionalGeneration.generate on the same weights (greedy, no pruning)."""
+    from twigvlm.testing.checkpoints import to_transformers_llava
+
+    hf = to_transformers_llava(model, image_token_id=0)
+    speeds, prefills, totals, tokens = [], [], [], 0
+    for i, (ids, pixels) in enumerate([prompts[0]] + prompts):
+        at = int((ids[0] == -200).nonzero())
+        hf_ids = torch.cat([ids[:, :at], torch.zeros(1, model.config.num_visual_tokens, dtype=torch.long),
+                            ids[:, at + 1:]], 1).to(args.device)
+        kwargs = dict(input_ids=hf_ids, pixel_values=pixels.to(args.device, model.dtype), do_sample=False,
+                      pad_token_id=0)
+        start = _now(args.device)
+        hf.generate(**kwargs, max_new_tokens=1, min_new_tokens=1)
+        prefill = _now(args.device) - start
+        start = _now(args.device)
+        out = hf.generate(**kwargs, max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens)
+        total = _now(args.device) - start
+        n = out.shape[1] - hf_ids.shape[1]
+        if i:  # the first pass is the warm-up
+            speeds.append(n / max(total - prefill, 1e-9))
+            prefills.append(prefill)
+            totals.append(n / total)
+            tokens += n
+    del hf
+    return Run("transformers", "none", None, statistics.median(speeds), statistics.median(prefills),
+               statistics.median(totals), None, None, tokens, float(model.config.num_visual_tokens))
+
+
+def _now(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def table(runs: list[Run], baseline: Run) -> str:
+    head = (f"{'strategy':<17} {'pruning':<7} {'R':>5} {'tok/s':>8} {'x AR':>6} {'prefill s':>9} "
+            f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9}")
+    lines = [head, "-" * len(head)]
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for r in runs:
+        lines.append(f"{r.strategy:<17} {r.pruning:<7} {fmt(r.R, '>5g'):>5} {r.tokens_per_second:>8.1f} "
+                     f"{r.tokens_per_second / baseline.tokens_per_second:>6.2f} {r.prefill_seconds:>9.4f} "
+                     f"{fmt(r.acceptance_rate, '.2f'):>7} {fmt(r.mean_accepted_length, '.2f'):>8} "
+                     f"{fmt(r.visual_tokens_average, '.1f'):>9}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", help="a LLaVA-1.5 checkpoint folder (default: the bundled tiny world)")
+    p.add_argument("--twig", help="a twig folder (default: a fresh copy of base layers K..K+T-1)")
+    p.add_argument("--twig-K", type=int, default=None)
+    p.add_argument("--twig-T", type=int, default=3)
+    p.add_argument("--random-model", choices=["tiny", "7b"], help="benchmark a random model of this shape instead")
+    p.add_argument("-R", "--retained-tokens", type=float, default=64)
+    p.add_argument("--device", default=default_device())
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp16 on GPU, fp32 on CPU)")
+    p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--prompts", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--ignore-eos", action="store_true", help="always generate max-new-tokens (random models do)")
+    p.add_argument("--question", default="Describe the image in detail.")
+    p.add_argument("--conv-mode", default="vicuna_v1")
+    p.add_argument("--no-transformers", action="store_true", help="skip transformers' generate")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = p.parse_args(argv)
+    if args.random_model:
+        args.ignore_eos = True
+    torch.manual_seed(0)
+    model, prompts, description = load_model(args)
+    runs = [measure(model, prompts, s, pr, args.retained_tokens, args)
+            for s, pr in tqdm(SETUPS, desc="setups", disable=args.json)]
+    if not args.no_transformers:
+        runs.append(measure_transformers(model, prompts, args))
+    result = {"model": description, "device": args.device, "dtype": str(model.dtype).removeprefix("torch."),
+              "K": model.twig.K, "T": model.twig.T, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+              "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+              "runs": [asdict(r) for r in runs]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{description} on {args.device} ({result['dtype']}), {len(prompts)} prompts, "
+              f"up to {args.max_new_tokens} new tokens, K={model.twig.K}, T={model.twig.T}")
+        print(table(runs, runs[0]))
+    return result
+
+
+if __name__ == "__main__":
+    main()
