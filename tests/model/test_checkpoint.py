@@ -125,3 +125,19 @@ def test_the_loader_returns_llavas_four_values(llava_dir):
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert model.config.image_aspect_ratio == "pad" and model.config.mm_use_im_start_end is False
     assert tokenizer.eos_token_id == 2
+
+
+def test_a_saved_base_loads_without_its_vision_towers_folder(tiny_model, tokenizer_dir, tmp_path, make_prompt,
+                                                             pixel_values):
+    """save_llava records the tower's config and the image processor, so the folder stands alone."""
+    from twigvlm.model.checkpoint import make_image_processor, save_llava
+
+    folder = save_llava(tiny_model, tmp_path / "base", config=tiny_model.config.replace(mm_vision_tower="gone/clip"),
+                        safetensors=True, image_processor=make_image_processor(336))
+    for f in tokenizer_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    _, model, processor, _ = load_pretrained_model(folder)
+    ids, pixels = make_prompt("What is in the image?"), pixel_values[:1]
+    torch.testing.assert_close(model(input_ids=ids, images=pixels).logits,
+                               tiny_model(input_ids=ids, images=pixels).logits)
+    assert processor.crop_size["height"] == 336

@@ -74,15 +74,17 @@ class VisionSource:
 def resolve_vision_tower(cfg: LlavaConfig, checkpoint_folder: Path, checkpoint_has_weights: bool,
                          override: str | None = None) -> VisionSource:
     """Find the CLIP tower of `mm_vision_tower` without touching the network: a local folder, the Hugging Face
-    cache, or (when the shards already hold its weights) the published config of a known tower."""
+    cache, or (when the shards already hold its weights) the config saved in config.json by twigvlm or the
+    published config of a known tower."""
     if cfg.checkpoint_format == "llava-hf" and override is None:
         return VisionSource(cfg.vision_config, None)
     name = override or cfg.mm_vision_tower
     folder = _local_folder(name, checkpoint_folder) or _hf_cache_folder(name)
     if folder is not None:
         return VisionSource(vision_fields(CLIPVisionConfig.from_pretrained(str(folder)).to_dict()), folder)
-    if checkpoint_has_weights and name in KNOWN_VISION_TOWERS:
-        return VisionSource(dict(KNOWN_VISION_TOWERS[name]), None)
+    known = cfg.vision_config or KNOWN_VISION_TOWERS.get(name)
+    if checkpoint_has_weights and known:
+        return VisionSource(dict(known), None)
     raise CheckpointError(
         f"vision tower '{name}' (mm_vision_tower of {checkpoint_folder}) is neither a local folder nor in the "
         f"Hugging Face cache ({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}), "
@@ -193,7 +195,8 @@ def load_llava(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         raise CheckpointError(f"{folder} lacks {len(missing)} weight(s) of a LLaVA model, e.g. {missing[:3]}; "
                               f"the checkpoint is incomplete or not a LLaVA-1.5 checkpoint")
     model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    processor_folder = folder if cfg.checkpoint_format == "llava-hf" else source.folder
+    has_processor = (folder / "preprocessor_config.json").is_file()
+    processor_folder = folder if has_processor else source.folder
     image_processor = make_image_processor(cfg.vision_config.get("image_size", 336), processor_folder)
     return model, image_processor
 
@@ -206,12 +209,15 @@ def _load_clip_weights(tower: VisionTower, folder: Path | None) -> None:
 # --- writing (tests, the tiny world, users who convert) ----------------------------------------------------------
 def save_llava(model: LlavaLlamaForCausalLM, folder: str | Path, config: LlavaConfig | None = None,
                safetensors: bool = False, max_shard_params: int | None = None,
-               extra_tensors: dict[str, Tensor] | None = None) -> Path:
-    """Write `model` in the original LLaVA layout: config.json (`config`, default the model's) + (sharded)
-    weights + index. The twig, if attached, is not part of the base checkpoint."""
+               extra_tensors: dict[str, Tensor] | None = None, image_processor=None,
+               dtype: torch.dtype | None = None) -> Path:
+    """Write `model` in the original LLaVA layout: config.json (`config`, default the model's, with the vision
+    tower's config) + (sharded) weights (in `dtype`, default the model's) + index, and the image processor's
+    preprocessor_config.json when given. The twig, if attached, is not part of the base checkpoint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("twig.")}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()
+             if not k.startswith("twig.")}
     state.update(extra_tensors or {})
     shards = _split(state, max_shard_params)
     stem, ext = ("model", "safetensors") if safetensors else ("pytorch_model", "bin")
@@ -228,6 +234,8 @@ def save_llava(model: LlavaLlamaForCausalLM, folder: str | Path, config: LlavaCo
         index = folder / f"{stem}.{ext}.index.json"
         total = sum(t.numel() * t.element_size() for t in state.values())
         index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    if image_processor is not None:
+        image_processor.save_pretrained(str(folder))
     (folder / "config.json").write_text(json.dumps((config or model.config).to_llava_dict(), indent=2))
     return folder
 

@@ -113,7 +113,8 @@ class LlavaConfig:
         """The original layout: a Llama config.json with the `mm_*` fields added."""
         text = _llama_fields(raw)
         mm = {f: raw[f] for f in _MM_FIELDS if raw.get(f) is not None}
-        return cls(**text, **mm, checkpoint_format="llava")
+        # LLaVA's files name the tower only; ours also carry its config so they load without the tower's folder
+        return cls(**text, **mm, vision_config=raw.get("vision_config"), checkpoint_format="llava")
 
     @classmethod
     def from_llava_hf_dict(cls, raw: dict[str, Any]) -> "LlavaConfig":
@@ -145,6 +146,8 @@ class LlavaConfig:
         out = self.llama_dict()
         out.update({f: getattr(self, f) for f in _MM_FIELDS})
         out.update(model_type="llava", architectures=list(LLAVA_ARCHITECTURES), mm_vision_tower=self.mm_vision_tower)
+        if self.vision_config:
+            out["vision_config"] = self.vision_config
         return out
 
     def to_llava_hf_dict(self, image_token_id: int) -> dict[str, Any]:

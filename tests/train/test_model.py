@@ -1,0 +1,127 @@
+"""The trainable module: only the twig is a parameter, the base never changes, only the draft path runs for
+cross-entropy, and the losses are what they claim to be."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from twigvlm.model.checkpoint import make_image_processor
+from twigvlm.model.llava import next_token_loss
+from twigvlm.train.data import Collator, tokenize_conversation
+from twigvlm.train.model import BaseTraining, TwigTraining, distillation_kl
+
+from train_helpers import gpt, human
+
+
+@pytest.fixture
+def batch(tokenizer, pixel_values):
+    """Two image conversations and a text-only one, collated as Trainer feeds them."""
+    conversations = [
+        ([human("<image>\nWhere is the red circle?"), gpt("The red circle is in the top left.")], pixel_values[0]),
+        ([human("How many blue shapes are there?"), gpt("There are 2 blue squares.")], None),
+        ([human("<image>\nWhat is in the image?"), gpt("Shapes."), human("Is it a square?"), gpt("No.")],
+         pixel_values[1]),
+    ]
+    samples = []
+    for turns, image in conversations:
+        input_ids, labels = tokenize_conversation(turns, tokenizer, image is not None, max_length=2048)
+        samples.append({"input_ids": input_ids, "labels": labels, "image": image})
+    return Collator(tokenizer.unk_token_id)(samples)
+
+
+def test_the_base_is_not_a_parameter_of_the_module(tiny_model):
+    module = TwigTraining(tiny_model, K=2, T=3)
+    assert {id(p) for p in module.parameters()} == {id(p) for p in module.twig.parameters()}
+    assert all(name.startswith("twig.") for name in module.state_dict())
+    assert not any(p.requires_grad for p in tiny_model.parameters())
+    module.train()
+    assert not tiny_model.training  # Trainer's .train() does not reach the base
+
+
+@pytest.mark.parametrize("loss", ["ce", "kl", "ce+kl"])
+def test_training_steps_change_the_twig_and_never_the_base(tiny_model, batch, loss):
+    before = copy.deepcopy(tiny_model.state_dict())
+    module = TwigTraining(tiny_model, K=2, T=3, loss=loss)
+    twig_before = copy.deepcopy(module.twig.state_dict())
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        out = module(**batch)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out["loss"].item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert all(not torch.equal(twig_before[k], v) for k, v in module.twig.state_dict().items())
+
+
+def count_calls(modules):
+    calls = []
+    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in modules]
+    return calls, handles
+
+
+@pytest.mark.parametrize("loss, runs_the_target", [("ce", False), ("kl", True), ("ce+kl", True)])
+def test_only_distillation_runs_the_base_above_layer_K(tiny_model, batch, loss, runs_the_target):
+    module = TwigTraining(tiny_model, K=2, T=3, loss=loss)
+    calls, handles = count_calls(list(tiny_model.model.layers[2:]) + [tiny_model.lm_head, tiny_model.model.norm])
+    try:
+        module(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+    assert bool(calls) == runs_the_target
+
+
+def test_a_twig_as_deep_as_the_base_has_the_bases_loss_and_no_kl(tiny_model, batch):
+    """K + T = N: the twig starts as an exact copy of the layers above K, so the draft IS the target."""
+    module = TwigTraining(tiny_model, K=2, T=6, loss="ce+kl")
+    out = module(**batch)
+    with torch.no_grad():
+        reference = tiny_model(batch["input_ids"], batch["attention_mask"], batch["images"], labels=batch["labels"])
+    torch.testing.assert_close(out["ce"], reference.loss, rtol=1e-5, atol=1e-5)
+    assert out["kl"].abs() < 1e-5
+
+
+def test_distillation_kl_is_kl_of_softened_distributions_times_t_squared():
+    student, teacher = torch.randn(5, 11), torch.randn(5, 11)
+    p, q = F.softmax(teacher / 3, -1), F.softmax(student / 3, -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean() * 9
+    torch.testing.assert_close(distillation_kl(student, teacher, temperature=3.0), expected)
+    assert distillation_kl(teacher, teacher, 3.0).abs() < 1e-6
+
+
+def test_checkpointing_gives_the_same_gradients(tiny_model, batch):
+    grads = []
+    for checkpointing in (False, True):
+        module = TwigTraining(tiny_model, K=2, T=3).train()
+        if checkpointing:
+            module.activation_checkpointing_enable()
+        module(**batch)["loss"].backward()
+        grads.append([p.grad for p in module.parameters()])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(plain, recomputed)
+
+
+def test_base_training_learns_projector_and_language_model_with_the_models_own_loss(tiny_model, tokenizer, batch):
+    llava = copy.deepcopy(tiny_model)
+    module = BaseTraining(llava, tokenizer, make_image_processor(336)).train()
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert any(".mm_projector." in n for n in trainable) and any(".layers.0." in n for n in trainable)
+    assert not any(".vision_tower." in n for n in trainable)
+    out = module(**batch)
+    with torch.no_grad():
+        logits = llava(batch["input_ids"], batch["attention_mask"], batch["images"]).logits
+    inputs = llava.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    torch.testing.assert_close(out["loss"], next_token_loss(logits, inputs.labels), rtol=1e-5, atol=1e-5)
+
+
+def test_base_training_can_learn_the_vision_tower_too(tiny_model, tokenizer, batch):
+    module = BaseTraining(copy.deepcopy(tiny_model), tokenizer, make_image_processor(336), tune_vision_tower=True).train()
+    module(**batch)["loss"].backward()
+    tower = module.llava.get_vision_tower()
+    assert all(p.requires_grad for p in tower.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())

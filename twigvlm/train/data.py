@@ -1,0 +1,218 @@
+"""LLaVA-format training data: records checked up front, v1 prompts with answer-only labels, padded batches.
+
+A record (as in `llava_v1_5_mix665k.json`):
+    {"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat are the colors of the bus?"},
+                       {"from": "gpt", "value": "The bus is white and red."}, ...]}
+"image" is optional (text-only records); "<image>" marks where the image goes, once, in a human turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from twigvlm.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from twigvlm.conversation import conv_templates
+from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token
+
+log = logging.getLogger(__name__)
+
+ROLES = ("human", "gpt")  # -> the template's (USER, ASSISTANT)
+MAX_LISTED_PROBLEMS = 20
+PROGRESS_BAR_FROM = 10_000  # records; smaller files are checked without a progress bar
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the data file and the record."""
+
+
+# --- records -----------------------------------------------------------------------------------------------------
+def load_records(data_path: Path) -> list[dict[str, Any]]:
+    """The list of records in a LLaVA-format JSON file."""
+    if not data_path.is_file():
+        raise DataError(f"data file {data_path} does not exist; pass --data_path (LLaVA-1.5: "
+                        f"./playground/data/llava_v1_5_mix665k.json)")
+    try:
+        records = json.loads(data_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{data_path} is not valid JSON: {err}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{data_path} must hold a JSON list of records, not a {type(records).__name__}")
+    return records
+
+
+def record_name(record: Any, index: int) -> str:
+    """How messages name a record: its id and its position in the file."""
+    rid = record.get("id") if isinstance(record, dict) else None
+    return f"record {rid!r} (#{index})" if rid is not None else f"record #{index} (no id)"
+
+
+def record_problem(record: Any, image_folder: Path) -> str | None:
+    """What makes a record unusable, or None."""
+    if not isinstance(record, dict):
+        return f"is a {type(record).__name__}, not an object"
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return "has no conversations (a non-empty list of {'from', 'value'} turns)"
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            return f"turn {i} is not an object with a text 'value'"
+        if turn.get("from") not in ROLES:
+            return f"turn {i} is from {turn.get('from')!r}; the roles are 'human' and 'gpt'"
+    roles = [turn["from"] for turn in turns]
+    if roles != list(ROLES) * ((len(roles) + 1) // 2):
+        return f"turns must alternate human, gpt, human, gpt, ... and end with an answer; found {roles}"
+    if any(DEFAULT_IMAGE_TOKEN in turn["value"] for turn in turns[1::2]):
+        return f"has {DEFAULT_IMAGE_TOKEN} in an answer; it belongs in a human turn"
+    tags = sum(turn["value"].count(DEFAULT_IMAGE_TOKEN) for turn in turns)
+    if "image" not in record:
+        return f"has {tags} {DEFAULT_IMAGE_TOKEN} tag(s) but no 'image' field" if tags else None
+    image = record["image"]
+    if not isinstance(image, str) or not image:
+        return f"'image' must be one file name, not {image!r}"
+    if tags != 1:
+        return f"has an 'image' but {tags} {DEFAULT_IMAGE_TOKEN} tags; put exactly one in a human turn"
+    if not (image_folder / image).is_file():
+        return f"image file {image_folder / image} does not exist (check --image_folder)"
+    return None
+
+
+def checked_records(data_path: Path, image_folder: Path, skip_bad: bool = False,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """Load and check every record before training starts, so no training is wasted on bad data."""
+    records = load_records(data_path)
+    if not records:
+        raise DataError(f"{data_path} holds no records: there is nothing to train on")
+    problems = []
+    show_bar = progress and len(records) >= PROGRESS_BAR_FROM
+    for index, record in enumerate(tqdm(records, desc="checking records", disable=not show_bar)):
+        problem = record_problem(record, image_folder)
+        if problem:
+            problems.append((index, f"{record_name(record, index)} {problem}"))
+    if problems and not skip_bad:
+        listed = "\n  ".join(message for _, message in problems[:MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise DataError(f"{data_path}: {len(problems)} of {len(records)} records cannot be used:\n  {listed}{more}\n"
+                        f"Fix them, or pass --skip_bad_records True to train without them.")
+    for _, message in problems:
+        log.warning("skipping %s: %s", data_path, message)
+    bad = {index for index, _ in problems}
+    kept = [record for index, record in enumerate(records) if index not in bad]
+    if not kept:
+        raise DataError(f"{data_path}: none of its {len(records)} records can be used")
+    return kept
+
+
+# --- one conversation -> input_ids, labels -----------------------------------------------------------------------
+def image_tag_first(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """LLaVA's placement: the turn holding <image> starts with "<image>\\n", the tag removed from its text."""
+    def moved(text: str) -> str:
+        return f"{DEFAULT_IMAGE_TOKEN}\n{text.replace(DEFAULT_IMAGE_TOKEN, '').strip()}".strip()
+
+    return [{**turn, "value": moved(turn["value"])} if DEFAULT_IMAGE_TOKEN in turn["value"] else turn
+            for turn in turns]
+
+
+def render_prompt(turns: list[dict[str, str]], version: str = "v1") -> str:
+    """The whole conversation in a v1 template: system USER: q ASSISTANT: a</s>USER: ..."""
+    conv = conv_templates[version].copy()
+    for turn in turns:
+        conv.append_message(conv.roles[ROLES.index(turn["from"])], turn["value"])
+    return conv.get_prompt()
+
+
+def tokenize_conversation(turns: list[dict[str, str]], tokenizer: Any, has_image: bool, max_length: int,
+                          version: str = "v1", name: str = "a sample") -> tuple[Tensor, Tensor]:
+    """input_ids [L] and labels [L] (L <= max_length): labels are the answers and their </s>, IGNORE_INDEX elsewhere.
+
+    LLaVA's rule (`preprocess_v1`, legacy tokenizer): split the prompt into rounds at "</s>", and each round at
+    " ASSISTANT: "; a round spans len(ids(round)) tokens (its BOS stands for the "</s>" the split removed), and its
+    first len(ids(question + " ASSISTANT: ")) - 2 tokens (less BOS and the trailing "▁") are not learnt. When the
+    rounds do not add up to the whole prompt (a tokenization mismatch), nothing of the sample is learnt.
+    """
+    def encode(text: str) -> list[int]:
+        return tokenizer_image_token(text, tokenizer) if has_image else tokenizer(text).input_ids
+
+    conv = conv_templates[version]
+    prompt = render_prompt(turns, version)
+    input_ids = torch.tensor(encode(prompt), dtype=torch.long)  # [L]
+    labels = input_ids.clone()
+    answer_sep = f"{conv.sep}{conv.roles[1]}: "
+    cursor = 1  # BOS
+    labels[:cursor] = IGNORE_INDEX
+    for round_text in prompt.split(conv.sep2):
+        question, found, answer = round_text.partition(answer_sep)
+        if not round_text or not found or answer_sep in answer:
+            break
+        question_len = len(encode(question + answer_sep)) - 2
+        labels[cursor:cursor + question_len] = IGNORE_INDEX
+        cursor += len(encode(round_text))
+    labels[cursor:] = IGNORE_INDEX
+    if cursor < max_length and cursor != len(input_ids):
+        labels[:] = IGNORE_INDEX
+        log.warning("tokenization mismatch in %s: %d vs. %d tokens; it is not learnt", name, cursor, len(input_ids))
+    return input_ids[:max_length], labels[:max_length]
+
+
+# --- the dataset -------------------------------------------------------------------------------------------------
+class LlavaDataset(Dataset):
+    """Records -> {"input_ids" [L], "labels" [L], "image" [3, H, W] or None}, prepared when asked for (lazily)."""
+
+    def __init__(self, records: list[dict[str, Any]], data_path: Path, image_folder: Path, tokenizer: Any,
+                 image_processor: Any, max_length: int, image_aspect_ratio: str = "pad", version: str = "v1"):
+        self.records, self.data_path, self.image_folder = records, data_path, image_folder
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.max_length, self.image_aspect_ratio, self.version = max_length, image_aspect_ratio, version
+        self.has_image = ["image" in r for r in records]
+        # LLaVA's cheap length estimate for grouping: words in the conversation
+        self.lengths = [sum(len(turn["value"].split()) for turn in r["conversations"]) for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | None]:
+        record = self.records[index]
+        turns, image = record["conversations"], None
+        if self.has_image[index]:
+            image = self._image(record, index)
+            turns = image_tag_first(turns)
+        input_ids, labels = tokenize_conversation(turns, self.tokenizer, image is not None, self.max_length,
+                                                  self.version, name=f"{self.data_path}: {record_name(record, index)}")
+        return {"input_ids": input_ids, "labels": labels, "image": image}
+
+    def _image(self, record: dict[str, Any], index: int) -> Tensor:
+        """The record's image as LLaVA-1.5 preprocesses it ('pad': square on the mean colour): [3, H, W]."""
+        try:
+            picture = load_image(self.image_folder / record["image"])
+        except (OSError, ValueError) as err:
+            raise DataError(f"{self.data_path}: {record_name(record, index)}: {err}") from None
+        return process_images([picture], self.image_processor, self)[0]  # reads self.image_aspect_ratio
+
+
+@dataclass
+class Collator:
+    """Samples -> a right-padded batch: input_ids, labels, attention_mask [B, L], and images [N, 3, H, W] of the
+    samples that have one, in batch order (the model splices image i at the i-th <image> tag)."""
+
+    pad_token_id: int
+
+    def __call__(self, samples: list[dict[str, Tensor | None]]) -> dict[str, Tensor]:
+        lengths = torch.tensor([len(s["input_ids"]) for s in samples])
+        input_ids = pad_sequence([s["input_ids"] for s in samples], batch_first=True, padding_value=self.pad_token_id)
+        labels = pad_sequence([s["labels"] for s in samples], batch_first=True, padding_value=IGNORE_INDEX)
+        attention_mask = torch.arange(input_ids.shape[1])[None] < lengths[:, None]  # [B, L]
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        images = [s["image"] for s in samples if s["image"] is not None]
+        if images:
+            batch["images"] = torch.stack(images)
+        return batch

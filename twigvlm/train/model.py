@@ -1,0 +1,159 @@
+"""What Trainer and DeepSpeed train: a module whose parameters are exactly the ones that learn, and its loss.
+
+- `TwigTraining`: the frozen base is a plain attribute, NOT a submodule, so DeepSpeed/ZeRO see, optimise, partition
+  and checkpoint the twig alone (checkpoints stay small, the base cannot change). Only the draft path runs:
+  embeddings and base layers [0, K) without gradients, then the twig with them. Layers [K, N) run only when the
+  loss distils the base's logits into the twig.
+- `BaseTraining`: the whole LLaVA model is the module; the projector and the language model learn (and the vision
+  tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout.
+
+Both score only the answer positions (where the next token is learnt): next-token cross-entropy, and/or
+KL(base || twig) at a temperature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from twigvlm.constants import IGNORE_INDEX
+from twigvlm.model.checkpoint import load_llava, save_llava
+from twigvlm.model.llava import LlavaLlamaForCausalLM, MultimodalInputs
+from twigvlm.model.twig import TWIG_CONFIG_NAME, Twig
+
+CONFIG_NAME = "config.json"
+
+
+# --- losses ------------------------------------------------------------------------------------------------------
+def next_token_targets(labels: Tensor) -> Tensor:
+    """labels [B, L] -> the token each position must predict [B, L], IGNORE_INDEX where nothing is learnt."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of logits [M, V] against targets [M], in float32; 0 when M = 0."""
+    return F.cross_entropy(logits.float(), targets, reduction="sum") / max(len(targets), 1)
+
+
+def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of the temperature-softened distributions [M, V], times temperature^2 (so the
+    gradient does not shrink as the temperature grows; Hinton et al.), mean over the M rows."""
+    log_q = F.log_softmax(student.float() / temperature, dim=-1)
+    log_p = F.log_softmax(teacher.float() / temperature, dim=-1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="sum") * temperature ** 2 / max(len(student), 1)
+
+
+def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
+# --- the twig on a frozen base -----------------------------------------------------------------------------------
+class TwigTraining(nn.Module):
+    commit_file = TWIG_CONFIG_NAME  # the file a saved twig is complete with (written last)
+
+    def __init__(self, base: LlavaLlamaForCausalLM, K: int, T: int, loss: str = "ce", kl_weight: float = 0.1,
+                 kl_temperature: float = 5.0, max_length: int | None = None):
+        super().__init__()
+        self.__dict__["base"] = base.eval().requires_grad_(False)  # a plain attribute: invisible to DeepSpeed
+        self.twig = Twig.from_base(base, K, T).float()  # trainable weights start in full precision
+        self.terms = {"ce": {"ce": 1.0}, "kl": {"kl": 1.0}, "ce+kl": {"ce": 1.0, "kl": kl_weight}}[loss]
+        self.kl_temperature, self.max_length = kl_temperature, max_length
+        self.checkpointing = False
+        self.config = SimpleNamespace(hidden_size=base.config.hidden_size)  # read by DeepSpeed's "auto" bucket sizes
+
+    def activation_checkpointing_enable(self, **unused: Any) -> None:
+        """Recompute the twig in the backward pass instead of keeping its activations (Trainer's hook)."""
+        self.checkpointing = True
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+                images: Tensor | None = None) -> dict[str, Tensor]:
+        base = self.base
+        with torch.no_grad():
+            inputs = base.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
+            h_k = base.hidden_states(inputs, base.layers[:self.twig.K])  # [B, L, C]
+        h = self._twig_layers(inputs, h_k)  # [B, L, C]
+        targets = next_token_targets(inputs.labels)  # [B, L]
+        rows = targets != IGNORE_INDEX
+        logits = self.twig.lm_head(self.twig.norm(h[rows]))  # [M, V]
+        parts = {}
+        if "ce" in self.terms:
+            parts["ce"] = cross_entropy(logits, targets[rows])
+        if "kl" in self.terms:
+            parts["kl"] = distillation_kl(logits, self._target_logits(inputs, h_k, rows), self.kl_temperature)
+        loss = sum(weight * parts[name] for name, weight in self.terms.items())
+        return {"loss": loss, **{name: part.detach() for name, part in parts.items()}}
+
+    def _twig_layers(self, inputs: MultimodalInputs, h_k: Tensor) -> Tensor:
+        run = functools.partial(self.base.hidden_states, inputs, self.twig.layers)
+        return checkpoint(run, h_k, use_reentrant=False) if self.checkpointing and self.training else run(h_k)
+
+    @torch.no_grad()
+    def _target_logits(self, inputs: MultimodalInputs, h_k: Tensor, rows: Tensor) -> Tensor:
+        """The base's own logits [M, V] at the learnt positions: layers [K, N) continue from h_K."""
+        base = self.base
+        h = base.hidden_states(inputs, base.layers[self.twig.K:], hidden=h_k)  # [B, L, C]
+        return base.lm_head(base.model.norm(h[rows]))
+
+    def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
+        """Write the twig in the project's format from this module's state (which ZeRO-3 may have gathered)."""
+        with torch.device("meta"):
+            twig = Twig(self.base.config, dataclasses.replace(self.twig.config, training=training))
+        twig.load_state_dict(strip_prefix(state, "twig."), assign=True)
+        twig.save(folder)
+
+    def load(self, folder: Path) -> None:
+        """Continue from a twig saved by `save`."""
+        self.twig.load_state_dict(Twig.load(folder, self.base.config).state_dict())
+
+
+# --- the whole base ----------------------------------------------------------------------------------------------
+class BaseTraining(nn.Module):
+    commit_file = CONFIG_NAME
+
+    def __init__(self, llava: LlavaLlamaForCausalLM, tokenizer: Any, image_processor: Any,
+                 tune_vision_tower: bool = False, max_length: int | None = None):
+        super().__init__()
+        self.llava = llava.requires_grad_(True)
+        llava.get_vision_tower().requires_grad_(tune_vision_tower)
+        self.tokenizer, self.image_processor, self.max_length = tokenizer, image_processor, max_length
+        self.config = SimpleNamespace(hidden_size=llava.config.hidden_size)  # read by DeepSpeed's "auto" bucket sizes
+
+    def activation_checkpointing_enable(self, **unused: Any) -> None:
+        """Recompute each decoder layer in the backward pass (Trainer's hook)."""
+        self.llava.gradient_checkpointing = True
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+                images: Tensor | None = None) -> dict[str, Tensor]:
+        llava = self.llava
+        inputs = llava.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
+        h = llava.hidden_states(inputs, llava.layers)  # [B, L, C]
+        targets = next_token_targets(inputs.labels)  # [B, L]
+        rows = targets != IGNORE_INDEX
+        logits = llava.lm_head(llava.model.norm(h[rows]))  # [M, V]
+        return {"loss": cross_entropy(logits, targets[rows])}
+
+    def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
+        """Write the model in LLaVA's layout (config.json with the vision tower's config, weights, tokenizer, image
+        processor: loadable without the tower's folder) from this module's state; the recipe (`training`) is
+        recorded by the trainer beside it."""
+        config = self.llava.config
+        if self.max_length:
+            config = config.replace(tokenizer_model_max_length=self.max_length)
+        with torch.device("meta"):
+            llava = LlavaLlamaForCausalLM(config)
+        llava.load_state_dict(strip_prefix(state, "llava."), assign=True)
+        self.tokenizer.save_pretrained(folder)
+        save_llava(llava, folder, config, image_processor=self.image_processor)
+
+    def load(self, folder: Path) -> None:
+        """Continue from weights saved by `save`."""
+        trained, _ = load_llava(folder, self.llava.device, self.llava.dtype)
+        self.llava.load_state_dict(trained.state_dict())
