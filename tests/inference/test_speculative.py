@@ -133,13 +133,13 @@ def test_sampled_ssd_matches_the_targets_distribution_end_to_end(clip_dir, top_k
     g = torch.Generator().manual_seed(1)
     n, counts, accepted = 1200, torch.zeros(64), 0
     for _ in range(n):
-        out = model.generate(ids, max_new_tokens=2, do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p,
+        out = model.generate(ids, max_new_tokens=3, do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p,
                              eos_token_id=-1, generator=g,
                              twigvlm_config=dict(generation_strategy="self_speculative", draft_threshold=0.0))
         t1, t2 = out.predicted_tokens[0, :2].tolist()
         counts[t1 * 8 + t2] += 1
         accepted += out.num_accepted
-    assert 0 < accepted < n  # drafts were both accepted and rejected (one draft per generation here)
+    assert 0 < accepted < n  # drafts were both accepted and rejected (t2 is drafted once per generation)
     support = exact > 0
     assert counts[~support].sum() == 0
     # pool cells with small expectations so the chi-square approximation holds
