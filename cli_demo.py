@@ -19,6 +19,9 @@ from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token, 
 from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
 
 
+COLOR = {"auto": None, "always": True, "never": False}  # None: green only on a terminal
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-model", default=str(WORLD_BASE), help="LLaVA-1.5 checkpoint folder (default: tiny world)")
@@ -28,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-file", default=str(DEMO_IMAGE), help="an image path or http(s) URL")
     p.add_argument("--question", default=None, help="ask this one question and exit (no chat loop)")
     p.add_argument("--stream", action="store_true", help="print tokens as they come, accepted drafts in green")
+    p.add_argument("--color", default="auto", choices=["auto", "always", "never"],
+                   help="green accepted drafts: on a terminal (auto), or always/never")
     p.add_argument("-R", "--retained-tokens", default="64",
                    help="average visual tokens kept per layer, or 'all' for no pruning")
     p.add_argument("--pruning", default="twig", choices=["twig", "fastv", "random", "none"])
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         conv.append_message(conv.roles[1], None)
         input_ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None].to(model.device)
         print(f"{conv.roles[1]}: ", end="", flush=True)
-        streamer = SpeculativeTextStreamer(tokenizer, skip_prompt=True) if args.stream else None
+        streamer = SpeculativeTextStreamer(tokenizer, skip_prompt=True, color=COLOR[args.color]) \
+            if args.stream else None
         out = model.generate(input_ids, images=pixels, image_sizes=[image.size], do_sample=args.temperature > 0,
                              temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              eos_token_id=tokenizer.eos_token_id, streamer=streamer, twigvlm_config=twigvlm_config(args))

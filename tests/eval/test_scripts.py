@@ -132,3 +132,40 @@ def test_a_missing_base_checkpoint_is_named(env, workdir):
 def test_flags_that_cannot_run_are_refused_before_any_work(env, workdir, flags, message):
     result = run_script("gqa", *flags, cwd=workdir, env=env)
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.fixture(scope="module")
+def shapes_workdir(workdir, tmp_path_factory) -> Path:
+    """The workdir, plus the shapes world's held-out split (2 images, 14 questions) from its real generator."""
+    from twigvlm.world.build_data import main as build_data
+
+    build_data(["--out", str(tmp_path_factory.mktemp("shapes-train")), "--eval-out",
+                str(workdir / "playground" / "data" / "eval" / "shapes"), "--train-images", "0", "--test-images", "2",
+                "--workers", "1"])
+    return workdir
+
+
+def test_shapes_answers_in_two_chunks_and_scores_short_answers_and_descriptions(shapes_workdir, env):
+    result = run_script("shapes", "-R", "192", "--", "--max_new_tokens", "3", cwd=shapes_workdir, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Shapes: TwigVLM-tiny-K2-T2_R192_twig_self_speculative\n.*short +12 .*describe fact recall",
+                     result.stdout, re.DOTALL), result.stdout
+    _, answers = merged_answers(result, shapes_workdir)
+    assert len(answers) == 14 and all(a["metadata"]["visual_tokens_kept"] == TWIG for a in answers)
+
+
+def test_shapes_defaults_to_the_bundled_world_and_runs_a_question_subset(shapes_workdir, env):
+    world_env = {k: v for k, v in env.items() if k not in ("MODEL_PATH", "TWIG_PATH")}
+    subset = "./playground/data/eval/shapes/llava_shapes_test_short.jsonl"
+    result = run_script("shapes", "-R", "64", cwd=shapes_workdir, env={**world_env, "QUESTION_FILE": subset})
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged, answers = merged_answers(result, shapes_workdir)
+    assert merged.name == "TwigVLM-shapes-tiny-K2-T3_R64_twig_self_speculative_short.jsonl"
+    assert len(answers) == 12 and answers[0]["metadata"]["visual_tokens_kept"]["average"] == pytest.approx(64, abs=1)
+    assert re.search(r"short +12 ", result.stdout)
+
+
+def test_missing_shapes_data_says_how_to_write_it(env, tmp_path):
+    result = run_script("shapes", "-R", "64", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "python -m twigvlm.world.build --steps data" in result.stderr

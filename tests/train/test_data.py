@@ -44,6 +44,26 @@ def test_multi_turn_labels_are_every_answer_and_its_eos(tokenizer, has_image):
     assert len(input_ids) == len(labels)
 
 
+@pytest.fixture(scope="module")
+def non_legacy_tokenizer(tmp_path_factory):
+    """What LLaVA-1.5's own checkpoints carry ("legacy": false): no "▁" after </s> in a whole prompt."""
+    from twigvlm.model.tokenizer import load_tokenizer
+    from twigvlm.testing.tokenizer import build_tiny_tokenizer
+
+    return load_tokenizer(build_tiny_tokenizer(tmp_path_factory.mktemp("tok"), legacy=False))
+
+
+@pytest.mark.parametrize("has_image", [False, True])
+def test_multi_turn_labels_are_the_answers_with_a_non_legacy_tokenizer_too(non_legacy_tokenizer, has_image,
+                                                                           caplog):
+    answers = ["A blue square.", "No, it is not.", "There are 3 blue squares."]
+    turns = [human(("<image>\n" if has_image else "") + "What is in the image?"), gpt(answers[0]),
+             human("Is it a circle?"), gpt(answers[1]), human("How many blue shapes are there?"), gpt(answers[2])]
+    _, labels = tokenize_conversation(turns, non_legacy_tokenizer, has_image, max_length=2048)
+    assert "mismatch" not in caplog.text
+    assert learnt_text(non_legacy_tokenizer, labels) == [a + "</s>" for a in answers]
+
+
 def test_questions_and_system_prompt_carry_no_label(tokenizer):
     turns = [human("Is there a green triangle?"), gpt("Yes.")]
     input_ids, labels = tokenize_conversation(turns, tokenizer, has_image=False, max_length=2048)
@@ -159,9 +179,10 @@ def test_an_unreadable_image_names_its_record_when_loaded(tmp_path, tokenizer, i
 
 
 
-def test_a_conversation_the_rounds_rule_cannot_split_is_not_learnt(tokenizer, caplog):
-    """As in LLaVA: an answer that itself contains " ASSISTANT: " breaks the round count, so nothing is learnt."""
-    turns = [human("Say it."), gpt("It says USER: hi ASSISTANT: hello."), human("Again?"), gpt("No.")]
+def test_an_answer_quoting_the_roles_is_still_learnt_exactly(tokenizer, caplog):
+    """LLaVA's split at " ASSISTANT: " would miscount this sample and drop it; prefix counting learns it."""
+    answers = ["It says USER: hi ASSISTANT: hello.", "No."]
+    turns = [human("Say it."), gpt(answers[0]), human("Again?"), gpt(answers[1])]
     _, labels = tokenize_conversation(turns, tokenizer, has_image=False, max_length=2048, name="record 'x'")
-    assert (labels == IGNORE_INDEX).all()
-    assert "tokenization mismatch in record 'x'" in caplog.text
+    assert "mismatch" not in caplog.text
+    assert learnt_text(tokenizer, labels) == [a + "</s>" for a in answers]

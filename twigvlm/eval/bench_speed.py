@@ -42,6 +42,7 @@ class Run:
     mean_accepted_length: float | None
     tokens: int  # generated, summed over prompts
     visual_tokens_average: float | None
+    same_output_as_autoregressive: bool | None = None  # SSD runs: greedy tokens equal AR's with the same pruning
 
 
 SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
@@ -95,27 +96,25 @@ def synthetic_prompts(model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def real_prompts(tokenizer, processor, model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Long-answer prompts about the bundled image(s), as the chat demo builds them."""
+    """Long-answer prompts as the chat demo builds them, about the bundled image and other scenes of the world."""
+    import random
+
     from twigvlm.constants import DEFAULT_IMAGE_TOKEN
     from twigvlm.conversation import conv_templates
     from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token
+    from twigvlm.world.shapes import random_scene, render
 
-    images = [DEMO_IMAGE] if DEMO_IMAGE.is_file() else [None]
-    prompts = []
-    for i in range(args.prompts):
-        conv = conv_templates[args.conv_mode].copy()
-        conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{args.question}")
-        conv.append_message(conv.roles[1], None)
-        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
-        image = images[i % len(images)]
-        pixels = process_images([load_image(str(image))], processor, model.config) if image else \
-            torch.rand(1, 3, 336, 336)
-        prompts.append((ids, pixels))
-    return prompts
+    conv = conv_templates[args.conv_mode].copy()
+    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{args.question}")
+    conv.append_message(conv.roles[1], None)
+    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
+    images = [load_image(str(DEMO_IMAGE))] if DEMO_IMAGE.is_file() else []
+    images += [render(random_scene(random.Random(f"bench/{i}"))) for i in range(args.prompts - len(images))]
+    return [(ids, process_images([image], processor, model.config)) for image in images]
 
 
-def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) -> Run:
-    """Median speed of one setup over the prompts (after one warm-up generation)."""
+def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) -> tuple[Run, list[list[int]]]:
+    """Median speed of one setup over the prompts (after one warm-up generation), and the tokens it generated."""
     config = {"generation_strategy": strategy, "pruning": pruning, "attention_rank": R if pruning != "none" else None}
     dtype = model.dtype
     generate = lambda ids, pixels: model.generate(  # noqa: E731
@@ -125,7 +124,7 @@ def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) 
     outs = [generate(ids, pixels) for ids, pixels in prompts]
     accepted, drafted = sum(o.num_accepted for o in outs), sum(o.num_drafted for o in outs)
     verify_tokens = [o.mean_accepted_length for o in outs if o.mean_accepted_length]
-    return Run(strategy, pruning, R if pruning != "none" else None,
+    run = Run(strategy, pruning, R if pruning != "none" else None,
                tokens_per_second=statistics.median(o.decoding_tokens_per_second for o in outs),
                prefill_seconds=statistics.median(o.prefill_time for o in outs),
                total_tokens_per_second=statistics.median(o.tokens_per_second for o in outs),
@@ -133,6 +132,18 @@ def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) 
                mean_accepted_length=statistics.mean(verify_tokens) if verify_tokens else None,
                tokens=sum(o.num_tokens_generated for o in outs),
                visual_tokens_average=outs[0].visual_tokens_kept.get("average"))
+    return run, [o.predicted_tokens[0].tolist() for o in outs]
+
+
+def measure_setups(model, prompts, args) -> list[Run]:
+    """Every setup of SETUPS; each SSD run is checked against the AR run with the same pruning."""
+    runs, tokens = [], {}
+    for strategy, pruning in tqdm(SETUPS, desc="setups", disable=args.json):
+        run, tokens[strategy, pruning] = measure(model, prompts, strategy, pruning, args.retained_tokens, args)
+        if strategy == "self_speculative" and ("autoregressive", pruning) in tokens:
+            run.same_output_as_autoregressive = tokens[strategy, pruning] == tokens["autoregressive", pruning]
+        runs.append(run)
+    return runs
 
 
 def measure_transformers(model, prompts, args) -> Run:
@@ -172,14 +183,15 @@ def _now(device: str) -> float:
 
 def table(runs: list[Run], baseline: Run) -> str:
     head = (f"{'strategy':<17} {'pruning':<7} {'R':>5} {'tok/s':>8} {'x AR':>6} {'prefill s':>9} "
-            f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9}")
+            f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9} {'= AR':>4}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in runs:
         lines.append(f"{r.strategy:<17} {r.pruning:<7} {fmt(r.R, '>5g'):>5} {r.tokens_per_second:>8.1f} "
                      f"{r.tokens_per_second / baseline.tokens_per_second:>6.2f} {r.prefill_seconds:>9.4f} "
                      f"{fmt(r.acceptance_rate, '.2f'):>7} {fmt(r.mean_accepted_length, '.2f'):>8} "
-                     f"{fmt(r.visual_tokens_average, '.1f'):>9}")
+                     f"{fmt(r.visual_tokens_average, '.1f'):>9} "
+                     f"{'-' if r.same_output_as_autoregressive is None else 'yes' if r.same_output_as_autoregressive else 'NO':>4}")
     return "\n".join(lines)
 
 
@@ -206,8 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.ignore_eos = True
     torch.manual_seed(0)
     model, prompts, description = load_model(args)
-    runs = [measure(model, prompts, s, pr, args.retained_tokens, args)
-            for s, pr in tqdm(SETUPS, desc="setups", disable=args.json)]
+    runs = measure_setups(model, prompts, args)
     if not args.no_transformers:
         runs.append(measure_transformers(model, prompts, args))
     result = {"model": description, "device": args.device, "dtype": str(model.dtype).removeprefix("torch."),

@@ -135,10 +135,13 @@ def tokenize_conversation(turns: list[dict[str, str]], tokenizer: Any, has_image
                           version: str = "v1", name: str = "a sample") -> tuple[Tensor, Tensor]:
     """input_ids [L] and labels [L] (L <= max_length): labels are the answers and their </s>, IGNORE_INDEX elsewhere.
 
-    LLaVA's rule (`preprocess_v1`, legacy tokenizer): split the prompt into rounds at "</s>", and each round at
-    " ASSISTANT: "; a round spans len(ids(round)) tokens (its BOS stands for the "</s>" the split removed), and its
-    first len(ids(question + " ASSISTANT: ")) - 2 tokens (less BOS and the trailing "▁") are not learnt. When the
-    rounds do not add up to the whole prompt (a tokenization mismatch), nothing of the sample is learnt.
+    LLaVA's rule (`preprocess_v1`) splits the prompt into rounds at "</s>" and each round at " ASSISTANT: ", and
+    counts the tokens of each piece encoded alone; how those counts relate to the whole prompt's tokens depends on
+    the tokenizer (`legacy`, and the vocabulary: LLaVA's "-1" fix for `"legacy": false` holds for Llama's). We count
+    the tokens of prompt PREFIXES instead: one ending at a round's "</s>" or before the space after "ASSISTANT:"
+    tokenizes as the start of the whole prompt (SentencePiece pieces never span a space or a special token), so
+    every answer is learnt exactly, whatever the tokenizer. Where LLaVA's counts are right, the labels are the same.
+    When the rounds do not add up to the whole prompt (a tokenization mismatch), nothing of the sample is learnt.
     """
     def encode(text: str) -> list[int]:
         return tokenizer_image_token(text, tokenizer) if has_image else tokenizer(text).input_ids
@@ -147,16 +150,17 @@ def tokenize_conversation(turns: list[dict[str, str]], tokenizer: Any, has_image
     prompt = render_prompt(turns, version)
     input_ids = torch.tensor(encode(prompt), dtype=torch.long)  # [L]
     labels = input_ids.clone()
-    answer_sep = f"{conv.sep}{conv.roles[1]}: "
-    cursor = 1  # BOS
+    answer_sep = f"{conv.sep}{conv.roles[1]}:"
+    cursor, round_start = 1, 0  # tokens (BOS) and characters of the prompt accounted for
     labels[:cursor] = IGNORE_INDEX
-    for round_text in prompt.split(conv.sep2):
-        question, found, answer = round_text.partition(answer_sep)
-        if not round_text or not found or answer_sep in answer:
+    while (round_end := prompt.find(conv.sep2, round_start)) >= 0:
+        answer_start = prompt.find(answer_sep, round_start, round_end)
+        if answer_start < 0:
             break
-        question_len = len(encode(question + answer_sep)) - 2
-        labels[cursor:cursor + question_len] = IGNORE_INDEX
-        cursor += len(encode(round_text))
+        question_end = len(encode(prompt[:answer_start + len(answer_sep)]))  # through "ASSISTANT:"
+        labels[cursor:question_end] = IGNORE_INDEX
+        round_start = round_end + len(conv.sep2)
+        cursor = len(encode(prompt[:round_start]))  # through the answer's "</s>"
     labels[cursor:] = IGNORE_INDEX
     if cursor < max_length and cursor != len(input_ids):
         labels[:] = IGNORE_INDEX

@@ -105,6 +105,21 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+# Quick subsets of the test split (for sweeps on a CPU): suffix -> (images, which questions).
+QUICK_SUBSETS = {"_short": (150, lambda category: category != "describe"),
+                 "_describe": (50, lambda category: category == "describe")}
+
+
+def write_quick_subsets(eval_out: Path, questions: list[dict]) -> None:
+    """llava_shapes_test_short.jsonl (short questions on the first 150 test images) and _describe (descriptions of
+    the first 50): `QUESTION_FILE=... bash scripts/v1_5/eval/shapes.sh` runs them."""
+    images = sorted({question["image"] for question in questions})
+    for suffix, (count, wanted) in QUICK_SUBSETS.items():
+        first = set(images[:count])
+        write_jsonl(eval_out / f"llava_shapes_test{suffix}.jsonl",
+                    (q for q in questions if q["image"] in first and wanted(q["category"])))
+
+
 def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: int, text_only: int,
           conv_mode: str, workers: int) -> None:
     (out / "images" / "train").mkdir(parents=True, exist_ok=True)
@@ -119,6 +134,7 @@ def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: 
     pairs = [pair for lines in per_image for pair in lines]
     write_jsonl(eval_out / "llava_shapes_test.jsonl", (question for question, _ in pairs))
     write_jsonl(eval_out / "answers_gt.jsonl", (answer for _, answer in pairs))
+    write_quick_subsets(eval_out, [question for question, _ in pairs])
 
     log.info("wrote %d training conversations (%d images, %d text-only) to %s, the tokenizer corpus to %s, and "
              "%d test questions on %d images to %s", len(records), train_images, text_only, out / "train.json",

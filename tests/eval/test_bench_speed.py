@@ -1,0 +1,44 @@
+"""`python -m twigvlm.eval.bench_speed --json`: one JSON object with a run per decoding setup, each SSD run checked
+against the AR run with the same pruning."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def result() -> dict:
+    out = subprocess.run([sys.executable, "-m", "twigvlm.eval.bench_speed", "--random-model", "tiny", "--device",
+                          "cpu", "--prompts", "2", "--max-new-tokens", "12", "--json"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout)  # stdout is the JSON object and nothing else
+
+
+def test_every_setup_and_the_transformers_reference_is_run(result):
+    setups = {(run["strategy"], run["pruning"]) for run in result["runs"]}
+    assert setups == {("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
+                      ("self_speculative", "none"), ("transformers", "none")}
+    for run in result["runs"]:
+        assert run["tokens_per_second"] > 0 and run["prefill_seconds"] > 0
+        assert run["tokens"] == 2 * 12  # random models generate max-new-tokens
+        assert run["R"] == (64 if run["pruning"] == "twig" else None)
+
+
+def test_self_speculative_runs_report_acceptance_and_match_autoregressive(result):
+    for run in result["runs"]:
+        if run["strategy"] == "self_speculative":
+            assert 0 <= run["acceptance_rate"] <= 1 and run["mean_accepted_length"] >= 1
+            assert run["same_output_as_autoregressive"] is True
+        else:
+            assert run["acceptance_rate"] is None and run["same_output_as_autoregressive"] is None
+
+
+def test_pruned_runs_keep_R_visual_tokens_per_layer_on_average(result):
+    averages = {run["pruning"]: run["visual_tokens_average"] for run in result["runs"]}
+    assert averages["twig"] == pytest.approx(64, abs=0.5) and averages["none"] == 576

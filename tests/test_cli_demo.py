@@ -1,0 +1,56 @@
+"""`python cli_demo.py`: with no model named it runs the bundled tiny world on the bundled image, answers correctly,
+and streams the twig's accepted drafts in green."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twigvlm.inference.streaming import GREEN
+from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
+from twigvlm.world.shapes import color_question, demo_scene, describe
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENE = demo_scene(0)[1]  # what assets/shapes.png shows
+
+
+def run_demo(*flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli_demo.py", "--device", "cpu", *flags], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def answer_of(stdout: str) -> str:
+    """The first answer line ('ASSISTANT: ...'), colours removed."""
+    line = next(line for line in stdout.splitlines() if line.startswith("ASSISTANT: "))
+    return line.removeprefix("ASSISTANT: ").replace(GREEN, "").replace("\033[0m", "").strip()
+
+
+def test_the_tiny_world_and_its_image_are_bundled():
+    assert (WORLD_BASE / "config.json").is_file() and (WORLD_TWIG / "twig_config.json").is_file()
+    assert DEMO_IMAGE.is_file()
+
+
+def test_the_demo_describes_the_bundled_image_with_green_accepted_drafts():
+    result = run_demo("--stream", "--color", "always", "--question", "Describe the image in detail.")
+    assert result.returncode == 0, result.stderr
+    assert GREEN in result.stdout  # tokens the twig drafted and the base accepted
+    assert answer_of(result.stdout) == describe(SCENE)
+    assert "acceptance" in result.stdout and "tokens/s decoding" in result.stdout
+
+
+@pytest.mark.parametrize("shape", SCENE.shapes, ids=lambda s: s.region)
+def test_the_demo_answers_a_short_question_about_one_region(shape):
+    qa = color_question(shape)  # "What color is the shape in the top left?\nAnswer ... single word or phrase."
+    result = run_demo("--question", qa.question)
+    assert result.returncode == 0, result.stderr
+    assert answer_of(result.stdout) == qa.answer
+
+
+def test_the_chat_loop_reads_turns_until_end_of_input():
+    result = run_demo("--stream", stdin="How many shapes are there?\nDescribe this image.\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ASSISTANT: ") == 2
+    assert GREEN not in result.stdout  # not a terminal: plain text

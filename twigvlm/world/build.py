@@ -1,0 +1,140 @@
+"""Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
+
+    python -m twigvlm.world.build                 # everything (about 2-3 hours on 2 CPU cores)
+    python -m twigvlm.world.build --steps twig export
+
+Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
+checkpoint):
+  data       the shapes dataset: LLaVA-format train.json + images, and the held-out test split in the eval layout
+  tokenizer  a SentencePiece Llama tokenizer trained on the dataset's text
+  init       a randomly initialised base (24-layer Llama decoder, CLIP tower at 336 px / patch 14 = 576 tokens)
+  base       trains the whole base (projector, decoder, vision tower) with twigvlm.train.train --train_mode base
+  twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
+  export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
+             image to assets/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from twigvlm.model.checkpoint import load_llava, make_image_processor, save_llava
+from twigvlm.model.tokenizer import load_tokenizer
+from twigvlm.model.twig import Twig
+from twigvlm.testing.checkpoints import TinySpec, random_llava, write_clip
+from twigvlm.testing.tokenizer import build_tiny_tokenizer
+from twigvlm.world import DEMO_IMAGE, REPO_ROOT, WORLD_BASE, WORLD_TWIG
+from twigvlm.world.shapes import demo_scene
+
+log = logging.getLogger("twigvlm.world")
+
+STEPS = ("data", "tokenizer", "init", "base", "twig", "export")
+# The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
+# (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer).
+SPEC = TinySpec(num_layers=24, hidden_size=128, intermediate_size=344, num_heads=4, num_kv_heads=4,
+                vision_hidden_size=96, vision_layers=3, vision_heads=4, init_std=0.02, head_std=0.02)
+K, T = 2, 3
+VOCAB_SIZE = 1000
+
+
+def build_data(args: argparse.Namespace) -> None:
+    from twigvlm.world import build_data as data
+
+    data.main(["--out", str(args.data), "--eval-out", str(args.eval_data), "--seed", str(args.seed),
+               "--train-images", str(args.train_images), "--test-images", str(args.test_images)])
+
+
+def build_tokenizer(args: argparse.Namespace) -> None:
+    lines = (args.data / "corpus.txt").read_text().splitlines()
+    build_tiny_tokenizer(args.work / "tokenizer", vocab_size=VOCAB_SIZE, lines=lines)
+
+
+def build_init(args: argparse.Namespace) -> None:
+    """A random base in the LLaVA layout, standing alone (tower config and image processor inside)."""
+    tokenizer_dir = args.work / "tokenizer"
+    clip = write_clip(args.work / "clip-init", SPEC)
+    model = random_llava(SPEC, len(load_tokenizer(tokenizer_dir)), clip)
+    folder = args.work / "init"
+    save_llava(model, folder, config=model.config.replace(mm_vision_tower="shapes-clip-tiny"),
+               image_processor=make_image_processor(SPEC.image_size))
+    load_tokenizer(tokenizer_dir).save_pretrained(folder)
+
+
+def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: list[str]) -> None:
+    """twigvlm.train.train in a subprocess, with the training recipe of the world."""
+    command = [sys.executable, "-m", "twigvlm.train.train", "--train_mode", mode, "--model_name_or_path", str(base),
+               "--version", "v1", "--data_path", str(args.data / "train.json"), "--image_folder", str(args.data),
+               "--image_aspect_ratio", "pad", "--group_by_modality_length", "True", "--output_dir", str(output),
+               "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03",
+               "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", "200",
+               "--save_total_limit", "2", "--logging_steps", "25", "--dataloader_num_workers", "1",
+               "--report_to", "none", "--seed", str(args.seed), *extra]
+    log.info("running %s", " ".join(command))
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
+
+
+def build_base(args: argparse.Namespace) -> None:
+    train(args, "base", args.work / "init", args.work / "base",
+          ["--tune_vision_tower", "True", "--learning_rate", str(args.base_lr), "--num_train_epochs",
+           str(args.base_epochs), "--gradient_accumulation_steps", "2"])
+
+
+def build_twig(args: argparse.Namespace) -> None:
+    train(args, "twig", args.work / "base", args.work / "twig",
+          ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce+kl", "--kl_weight", "1.0", "--kl_temperature",
+           "1.0", "--learning_rate", str(args.twig_lr), "--num_train_epochs", str(args.twig_epochs)])
+
+
+def export(args: argparse.Namespace) -> None:
+    """Both models in float16 safetensors where every command looks for them, and the demo picture."""
+    model, processor = load_llava(args.work / "base")
+    save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
+    load_tokenizer(args.work / "base").save_pretrained(WORLD_BASE)
+    twig = Twig.load(args.work / "twig", model.config)
+    twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
+    twig.half().save(WORLD_TWIG)
+    DEMO_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    demo_scene(0)[0].save(DEMO_IMAGE)
+    log.info("wrote %s, %s and %s", WORLD_BASE, WORLD_TWIG, DEMO_IMAGE)
+
+
+BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
+            "tokenizer": (build_tokenizer, lambda a: a.work / "tokenizer" / "tokenizer.model"),
+            "init": (build_init, lambda a: a.work / "init" / "config.json"),
+            "base": (build_base, lambda a: a.work / "base" / "config.json"),
+            "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
+            "export": (export, None)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    p.add_argument("--work", type=Path, default=REPO_ROOT / "playground" / "world", help="intermediate files")
+    p.add_argument("--data", type=Path, default=REPO_ROOT / "playground" / "data" / "shapes")
+    p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "playground" / "data" / "eval" / "shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-images", type=int, default=20000)
+    p.add_argument("--test-images", type=int, default=500)
+    p.add_argument("--base-epochs", type=float, default=1.0)
+    p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--twig-epochs", type=float, default=0.5)
+    p.add_argument("--twig-lr", type=float, default=5e-4)
+    args = p.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+    for step in args.steps:
+        build, done = BUILDERS[step]
+        if done is not None and done(args).exists():
+            log.info("%s: done already (%s)", step, done(args))
+            continue
+        log.info("%s ...", step)
+        build(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Accuracy against the visual-token budget R on the shapes world: a table and a plot from the scores of
+`scripts/v1_5/eval/shapes.sh` runs.
+
+    for R in 192 128 64; do for p in twig fastv random; do bash scripts/v1_5/eval/shapes.sh -R $R -p $p; done; done
+    bash scripts/v1_5/eval/shapes.sh --no-prune
+    python -m twigvlm.world.report --plot assets/shapes_accuracy_vs_R.png
+
+Relative accuracy is the paper's: a run's accuracy over the unpruned model's, in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from twigvlm.eval.files import read_json
+from twigvlm.eval.scores import DEFAULT_SCORES_DIR
+from twigvlm.eval.table import format_table
+
+METHODS = {"twig": "TTP (twig)", "fastv": "FastV", "random": "random"}
+# <checkpoint>_R<R>_<pruning>_<strategy><subset>, as common.sh and shapes.sh name a run
+RUN_NAME = re.compile(r"_R(?P<R>all|[0-9.]+)_(?P<pruning>twig|fastv|random|none)_"
+                      r"(?:self_speculative|autoregressive)(?P<subset>.*)$")
+
+
+def collect(scores_dir: Path, subset: str) -> dict[tuple[str, str], float]:
+    """{(pruning, R): short-answer accuracy} of the shapes runs on one question subset ('' = the whole split)."""
+    accuracy = {}
+    for path in sorted((scores_dir / "shapes").glob("*.json")):
+        match = RUN_NAME.search(path.stem)
+        if match and match["subset"] == subset:
+            R = match["R"] if match["R"] == "all" else f"{float(match['R']):g}"
+            accuracy[match["pruning"], R] = read_json(path)["metrics"]["short_accuracy"]
+    return accuracy
+
+
+def budgets(accuracy: dict[tuple[str, str], float]) -> list[str]:
+    """The pruned budgets measured, largest first."""
+    return sorted({R for pruning, R in accuracy if pruning != "none"}, key=float, reverse=True)
+
+
+def rows(accuracy: dict[tuple[str, str], float]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: R, then 'accuracy (relative %)' per method."""
+    full = accuracy.get(("none", "all"))
+    if full is None:
+        raise SystemExit("no unpruned run to compare with: run bash scripts/v1_5/eval/shapes.sh --no-prune")
+    table = [["all (576)"] + [f"{full:.1f} (100.0)"] * len(METHODS)]
+    for R in budgets(accuracy):
+        cells = [accuracy.get((method, R)) for method in METHODS]
+        table.append([R] + ["-" if a is None else f"{a:.1f} ({100 * a / full:.1f})" for a in cells])
+    return ["R", *METHODS.values()], table
+
+
+def plot(accuracy: dict[tuple[str, str], float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = accuracy[("none", "all")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for method, label in METHODS.items():
+        points = [(float(R), accuracy[method, R]) for R in budgets(accuracy) if (method, R) in accuracy]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.axhline(full, color="gray", linestyle="--", label=f"no pruning (576): {full:.1f}")
+    ax.set_xlabel("R: visual tokens kept per layer, on average")
+    ax.set_ylabel("short-answer accuracy (%)")
+    ax.set_title("Shapes world, held-out split")
+    ax.invert_xaxis()  # fewer tokens to the right
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    print(f"plot written to {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scores-dir", type=Path, default=Path(DEFAULT_SCORES_DIR))
+    p.add_argument("--subset", default="", help="suffix of a question subset's runs (e.g. _short for "
+                   "llava_shapes_test_short.jsonl); default: the whole split")
+    p.add_argument("--plot", type=Path, default=None, help="write accuracy against R to this PNG")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table (for the README)")
+    args = p.parse_args(argv)
+    accuracy = collect(args.scores_dir, args.subset)
+    header, table = rows(accuracy)
+    if args.markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        print("\n".join("| " + " | ".join(row) + " |" for row in table))
+    else:
+        print("short-answer accuracy % (relative to no pruning, %)")
+        print(format_table(header, table))
+    if args.plot:
+        plot(accuracy, args.plot)
+
+
+if __name__ == "__main__":
+    main()
