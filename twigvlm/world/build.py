@@ -7,8 +7,10 @@ Steps (each skipped when its output exists, so an interrupted build resumes; tra
 checkpoint):
   data       the shapes dataset: LLaVA-format train.json + images, and the held-out test split in the eval layout
   tokenizer  a SentencePiece Llama tokenizer trained on the dataset's text
-  init       a randomly initialised base (24-layer Llama decoder, CLIP tower at 336 px / patch 14 = 576 tokens)
-  base       trains the whole base (projector, decoder, vision tower) with twigvlm.train.train --train_mode base
+  vision     pretrains a tiny CLIP tower (336 px / patch 14 = 576 tokens) to label every patch of new scenes
+             (twigvlm.world.vision), as LLaVA-1.5 starts from a pretrained CLIP
+  init       a base with that tower and a randomly initialised projector and 24-layer Llama decoder
+  base       trains the projector and decoder (tower frozen, as LLaVA does) with twigvlm.train.train --train_mode base
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -34,11 +36,11 @@ from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
 
-STEPS = ("data", "tokenizer", "init", "base", "twig", "export")
+STEPS = ("data", "tokenizer", "vision", "init", "base", "twig", "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
 # (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer).
 SPEC = TinySpec(num_layers=24, hidden_size=128, intermediate_size=344, num_heads=4, num_kv_heads=4,
-                vision_hidden_size=96, vision_layers=3, vision_heads=4, init_std=0.02, head_std=0.02)
+                vision_hidden_size=96, vision_layers=4, vision_heads=4, init_std=0.02, head_std=0.02)
 K, T = 2, 3
 VOCAB_SIZE = 1000
 
@@ -55,11 +57,18 @@ def build_tokenizer(args: argparse.Namespace) -> None:
     build_tiny_tokenizer(args.work / "tokenizer", vocab_size=VOCAB_SIZE, lines=lines)
 
 
+def build_vision(args: argparse.Namespace) -> None:
+    from twigvlm.world.vision import build_pretrained_clip
+
+    random_clip = write_clip(args.work / "clip-init", SPEC)
+    build_pretrained_clip(random_clip, args.work / "clip", select_layer=-2, steps=args.vision_steps, seed=args.seed)
+
+
 def build_init(args: argparse.Namespace) -> None:
-    """A random base in the LLaVA layout, standing alone (tower config and image processor inside)."""
+    """A base in the LLaVA layout with the pretrained tower, standing alone (tower config and image processor
+    inside)."""
     tokenizer_dir = args.work / "tokenizer"
-    clip = write_clip(args.work / "clip-init", SPEC)
-    model = random_llava(SPEC, len(load_tokenizer(tokenizer_dir)), clip)
+    model = random_llava(SPEC, len(load_tokenizer(tokenizer_dir)), args.work / "clip")
     folder = args.work / "init"
     save_llava(model, folder, config=model.config.replace(mm_vision_tower="shapes-clip-tiny"),
                image_processor=make_image_processor(SPEC.image_size))
@@ -81,7 +90,7 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
 
 def build_base(args: argparse.Namespace) -> None:
     train(args, "base", args.work / "init", args.work / "base",
-          ["--tune_vision_tower", "True", "--learning_rate", str(args.base_lr), "--num_train_epochs",
+          ["--tune_vision_tower", "False", "--learning_rate", str(args.base_lr), "--num_train_epochs",
            str(args.base_epochs), "--gradient_accumulation_steps", "2"])
 
 
@@ -106,6 +115,7 @@ def export(args: argparse.Namespace) -> None:
 
 BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "tokenizer": (build_tokenizer, lambda a: a.work / "tokenizer" / "tokenizer.model"),
+            "vision": (build_vision, lambda a: a.work / "clip" / "pretraining.json"),
             "init": (build_init, lambda a: a.work / "init" / "config.json"),
             "base": (build_base, lambda a: a.work / "base" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)
+    p.add_argument("--vision-steps", type=int, default=1000, help="pretraining steps of the vision tower (32 scenes)")
     p.add_argument("--base-epochs", type=float, default=1.0)
     p.add_argument("--base-lr", type=float, default=1e-3)
     p.add_argument("--twig-epochs", type=float, default=0.5)

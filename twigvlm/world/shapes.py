@@ -147,9 +147,10 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(shapes, background)
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill: tuple[int, int, int] | int | None = None) -> None:
+    """Draw one shape in its colour, or in `fill` (e.g. a label index on a mask)."""
     x0, y0, x1, y1 = shape.box
-    fill = COLORS[shape.color]
+    fill = COLORS[shape.color] if fill is None else fill
     if shape.kind == "circle":
         draw.ellipse(shape.box, fill=fill)
     elif shape.kind == "square":
