@@ -17,6 +17,7 @@ from PIL import Image
 from twigvlm.testing.checkpoints import (TinySpec, fake_hf_cache, random_llava, write_clip, write_llava,
                                          write_llava_hf)
 from twigvlm.testing.tokenizer import build_tiny_tokenizer
+from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -26,6 +27,18 @@ HUB_CLIP = "tiny-org/tiny-clip-vit-patch14-336"  # a hub name resolved through a
 SHALLOW = TinySpec(num_layers=8)
 DEEP = TinySpec(num_layers=24, hidden_size=32, intermediate_size=64, num_heads=4, num_kv_heads=4,
                 quiet_from_layer=6)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked needs_world run only where the tiny world is bundled (checkpoints/ and assets/)."""
+    missing = [str(p) for p in (WORLD_BASE / "config.json", WORLD_TWIG / "twig_config.json", DEMO_IMAGE)
+               if not p.is_file()]
+    if missing:
+        skip = pytest.mark.skip(reason=f"bundled tiny world missing ({', '.join(missing)}); "
+                                       "build it with python -m twigvlm.world.build")
+        for item in items:
+            if "needs_world" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

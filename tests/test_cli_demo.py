@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from twigvlm.inference.streaming import GREEN
-from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
 from twigvlm.world.shapes import color_question, demo_scene, describe
+
+pytestmark = pytest.mark.needs_world
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = demo_scene(0)[1]  # what assets/shapes.png shows
@@ -26,11 +27,6 @@ def answer_of(stdout: str) -> str:
     """The first answer line ('ASSISTANT: ...'), colours removed."""
     line = next(line for line in stdout.splitlines() if line.startswith("ASSISTANT: "))
     return line.removeprefix("ASSISTANT: ").replace(GREEN, "").replace("\033[0m", "").strip()
-
-
-def test_the_tiny_world_and_its_image_are_bundled():
-    assert (WORLD_BASE / "config.json").is_file() and (WORLD_TWIG / "twig_config.json").is_file()
-    assert DEMO_IMAGE.is_file()
 
 
 def test_the_demo_describes_the_bundled_image_with_green_accepted_drafts():

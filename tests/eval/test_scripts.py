@@ -154,6 +154,7 @@ def test_shapes_answers_in_two_chunks_and_scores_short_answers_and_descriptions(
     assert len(answers) == 14 and all(a["metadata"]["visual_tokens_kept"] == TWIG for a in answers)
 
 
+@pytest.mark.needs_world
 def test_shapes_defaults_to_the_bundled_world_and_runs_a_question_subset(shapes_workdir, env):
     world_env = {k: v for k, v in env.items() if k not in ("MODEL_PATH", "TWIG_PATH")}
     subset = "./playground/data/eval/shapes/llava_shapes_test_short.jsonl"

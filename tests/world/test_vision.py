@@ -1,12 +1,15 @@
 """Pretraining the world's vision tower: per-patch targets read off the scene, and a tower that learns them."""
 
 import torch
+import torch.nn.functional as F
 from transformers import CLIPVisionModel
 
 from twigvlm.constants import IGNORE_INDEX
+from twigvlm.model.vision import build_projector
 from twigvlm.testing.checkpoints import TinySpec, write_clip
 from twigvlm.world.shapes import COLORS, KINDS, Scene, Shape
-from twigvlm.world.vision import PATCH, patch_targets, pretrain_tower
+from twigvlm.world.vision import (HEADS, PATCH, init_projector_from_readout, patch_targets, pretrain_tower,
+                                  readout_weights)
 
 SCENE = Scene((Shape("circle", "red", "top left", (56, 56), 84), Shape("triangle", "blue", "bottom right",
                                                                        (280, 280), 90)))
@@ -44,7 +47,19 @@ def test_cells_are_the_3x3_grid_in_reading_order():
 def test_the_tower_learns_the_patch_colours_in_a_few_steps(tmp_path):
     tower = CLIPVisionModel.from_pretrained(str(write_clip(tmp_path / "clip", TinySpec())))
     before = {n: p.clone() for n, p in tower.named_parameters()}
-    accuracy = pretrain_tower(tower, select_layer=-2, steps=40, batch_size=4, lr=1e-2)
+    accuracy, _ = pretrain_tower(tower, select_layer=-2, steps=40, batch_size=4, lr=1e-2)
     assert accuracy["color"] > 0.3  # on the patches of shapes: 6 colours and the background to choose from
     assert any(not torch.equal(before[n], p) for n, p in tower.named_parameters())
     assert not any(p.requires_grad for p in tower.parameters())  # handed back frozen, in eval mode
+
+
+def test_a_projector_started_from_the_readout_passes_the_patch_logits_on():
+    torch.manual_seed(0)
+    heads = torch.nn.ModuleDict({name: torch.nn.Linear(16, classes) for name, classes in HEADS.items()})
+    weight, bias = readout_weights(heads)
+    projector = build_projector("mlp2x_gelu", 16, 32)
+    init_projector_from_readout(projector, {"weight": weight, "bias": bias})
+    features = torch.randn(5, 16)  # [P, C]
+    logits = torch.cat([heads[name](features) for name in HEADS], dim=-1)  # [P, 19], colour then kind then cell
+    out = projector(features)  # [P, 32]
+    torch.testing.assert_close(out[:, :logits.shape[-1]], F.gelu(logits))

@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 2-3 hours on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 2 hours on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -9,7 +9,8 @@ checkpoint):
   tokenizer  a SentencePiece Llama tokenizer trained on the dataset's text
   vision     pretrains a tiny CLIP tower (336 px / patch 14 = 576 tokens) to label every patch of new scenes
              (twigvlm.world.vision), as LLaVA-1.5 starts from a pretrained CLIP
-  init       a base with that tower and a randomly initialised projector and 24-layer Llama decoder
+  init       a base with that tower, a random 24-layer Llama decoder and a projector started from the tower's
+             pretraining read-outs (colour, kind and cell logits)
   base       trains the projector and decoder (tower frozen, as LLaVA does) with twigvlm.train.train --train_mode base
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from twigvlm.model.checkpoint import load_llava, make_image_processor, save_llava
 from twigvlm.model.tokenizer import load_tokenizer
@@ -67,8 +69,11 @@ def build_vision(args: argparse.Namespace) -> None:
 def build_init(args: argparse.Namespace) -> None:
     """A base in the LLaVA layout with the pretrained tower, standing alone (tower config and image processor
     inside)."""
+    from twigvlm.world.vision import READOUT_FILE, init_projector_from_readout
+
     tokenizer_dir = args.work / "tokenizer"
     model = random_llava(SPEC, len(load_tokenizer(tokenizer_dir)), args.work / "clip")
+    init_projector_from_readout(model.model.mm_projector, load_file(str(args.work / "clip" / READOUT_FILE)))
     folder = args.work / "init"
     save_llava(model, folder, config=model.config.replace(mm_vision_tower="shapes-clip-tiny"),
                image_processor=make_image_processor(SPEC.image_size))
@@ -91,13 +96,13 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
 def build_base(args: argparse.Namespace) -> None:
     train(args, "base", args.work / "init", args.work / "base",
           ["--tune_vision_tower", "False", "--learning_rate", str(args.base_lr), "--num_train_epochs",
-           str(args.base_epochs), "--gradient_accumulation_steps", "2"])
+           str(args.base_epochs), "--gradient_accumulation_steps", "1"])
 
 
 def build_twig(args: argparse.Namespace) -> None:
     train(args, "twig", args.work / "base", args.work / "twig",
-          ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce+kl", "--kl_weight", "1.0", "--kl_temperature",
-           "1.0", "--learning_rate", str(args.twig_lr), "--num_train_epochs", str(args.twig_epochs)])
+          ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
+           "--num_train_epochs", str(args.twig_epochs)])
 
 
 def export(args: argparse.Namespace) -> None:
@@ -132,10 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--vision-steps", type=int, default=1000, help="pretraining steps of the vision tower (32 scenes)")
-    p.add_argument("--base-epochs", type=float, default=1.0)
+    p.add_argument("--base-epochs", type=float, default=0.3)
     p.add_argument("--base-lr", type=float, default=1e-3)
-    p.add_argument("--twig-epochs", type=float, default=0.5)
-    p.add_argument("--twig-lr", type=float, default=5e-4)
+    p.add_argument("--twig-epochs", type=float, default=0.15)
+    p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     for step in args.steps:

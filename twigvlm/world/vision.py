@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -32,6 +33,7 @@ PATCH = 14
 SIDE = IMAGE_SIZE // PATCH  # 24 patches across
 # Classes of each patch target: colour (0 = background) and cell on every patch, kind on the patches of shapes.
 HEADS = {"color": 1 + len(COLORS), "kind": len(KINDS), "cell": GRID * GRID}
+READOUT_FILE = "patch_readout.safetensors"  # the heads, saved beside the pretrained tower
 
 
 def patch_targets(scene: Scene) -> dict[str, Tensor]:
@@ -60,9 +62,9 @@ def batch(rng: random.Random, size: int, processor) -> tuple[Tensor, dict[str, T
 
 
 def pretrain_tower(tower: nn.Module, select_layer: int, steps: int, batch_size: int = 32, lr: float = 2e-3,
-                   seed: int = 0) -> dict[str, float]:
+                   seed: int = 0) -> tuple[dict[str, float], nn.ModuleDict]:
     """Train `tower` (transformers' CLIPVisionModel) in place; return the last steps' accuracy per head (colour and
-    kind on the patches a shape covers, cell on all)."""
+    kind on the patches a shape covers, cell on all) and the trained linear read-out heads."""
     torch.manual_seed(seed)
     rng = random.Random(f"{seed}/vision")  # scenes of their own, apart from the train and test splits
     processor = make_image_processor(IMAGE_SIZE)
@@ -92,7 +94,30 @@ def pretrain_tower(tower: nn.Module, select_layer: int, steps: int, batch_size: 
     tower.eval().requires_grad_(False)
     accuracy = {name: sum(v) / len(v) for name, v in recent.items()}
     log.info("vision tower pretrained for %d steps; patch accuracy %s", steps, accuracy)
-    return accuracy
+    return accuracy, heads.requires_grad_(False)
+
+
+def readout_weights(heads: nn.ModuleDict) -> tuple[Tensor, Tensor]:
+    """The heads stacked into one linear read-out: weight [19, C] and bias [19] (colour, kind, cell logits)."""
+    return (torch.cat([heads[name].weight for name in HEADS]), torch.cat([heads[name].bias for name in HEADS]))
+
+
+def init_projector_from_readout(projector: nn.Sequential, readout: dict[str, Tensor]) -> None:
+    """Start an mlp2x_gelu projector so that its first outputs carry the tower's colour, kind and cell logits.
+
+    Like LLaVA's first stage, which aligns the projector before the decoder trains: measured, a randomly started
+    projector let the decoder learn where, how many and which kind, but never the colour (the projector amplified
+    the other directions until colour held 3% of the variance of the visual tokens).
+    """
+    weight, bias = readout["weight"], readout["bias"]  # [R, C], [R]
+    rows = weight.shape[0]
+    first, second = projector[0], projector[2]
+    with torch.no_grad():
+        first.weight[:rows] = weight
+        first.bias[:rows] = bias
+        second.weight[:rows] = 0.0
+        second.weight[:rows, :rows] = torch.eye(rows)
+        second.bias.zero_()
 
 
 def build_pretrained_clip(random_clip: Path, out: Path, select_layer: int, steps: int, seed: int) -> Path:
@@ -100,8 +125,10 @@ def build_pretrained_clip(random_clip: Path, out: Path, select_layer: int, steps
     from transformers import CLIPVisionModel
 
     tower = CLIPVisionModel.from_pretrained(str(random_clip))
-    accuracy = pretrain_tower(tower, select_layer, steps, seed=seed)
+    accuracy, heads = pretrain_tower(tower, select_layer, steps, seed=seed)
     tower.save_pretrained(str(out))
+    weight, bias = readout_weights(heads)
+    save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(out / READOUT_FILE))
     make_image_processor(IMAGE_SIZE).save_pretrained(str(out))
     (out / "pretraining.json").write_text(__import__("json").dumps({"steps": steps, "patch_accuracy": accuracy}))
     return out
