@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 2 hours on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 2 h 10 min on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -9,9 +9,13 @@ checkpoint):
   tokenizer  a SentencePiece Llama tokenizer trained on the dataset's text
   vision     pretrains a tiny CLIP tower (336 px / patch 14 = 576 tokens) to label every patch of new scenes
              (twigvlm.world.vision), as LLaVA-1.5 starts from a pretrained CLIP
-  init       a base with that tower, a random 24-layer Llama decoder and a projector started from the tower's
+  init       a base with that tower, a random 8-layer Llama decoder and a projector started from the tower's
              pretraining read-outs (colour, kind and cell logits)
-  base       trains the projector and decoder (tower frozen, as LLaVA does) with twigvlm.train.train --train_mode base
+  shallow    trains the projector and decoder (tower frozen, as LLaVA does) with twigvlm.train.train --train_mode base,
+             in phases (--shallow-phases: a second cosine cycle from a lower learning rate)
+  deepen     grows the decoder to 24 layers computing the same function (twigvlm.world.deepen): layer i moves to
+             2i, the other layers start as identities
+  base       trains the 24-layer model on, the same way
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -38,10 +42,12 @@ from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
 
-STEPS = ("data", "tokenizer", "vision", "init", "base", "twig", "export")
+STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "twig", "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
-# (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer).
-SPEC = TinySpec(num_layers=24, hidden_size=128, intermediate_size=344, num_heads=4, num_kv_heads=4,
+# (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer). It learns with 8 layers (24 learn too slowly on
+# a CPU), which then move to 0, 2, ..., 14 of 24, below TTP's final wipe at 18 (twigvlm.world.deepen).
+DEPTH, DEPTH_STRIDE = 24, 2
+SPEC = TinySpec(num_layers=8, hidden_size=128, intermediate_size=344, num_heads=4, num_kv_heads=4,
                 vision_hidden_size=96, vision_layers=4, vision_heads=4, init_std=0.02, head_std=0.02)
 K, T = 2, 3
 VOCAB_SIZE = 1000
@@ -93,10 +99,33 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
+def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float) -> None:
+    train(args, "base", start, output, ["--tune_vision_tower", "False", "--learning_rate", str(lr),
+                                        "--num_train_epochs", str(epochs), "--gradient_accumulation_steps", "1"])
+
+
+def build_shallow(args: argparse.Namespace) -> None:
+    """One training run per phase (epochs:lr, each a cosine cycle from its lr), each from the previous one."""
+    start = args.work / "init"
+    for index, phase in enumerate(args.shallow_phases, start=1):
+        epochs, lr = (float(x) for x in phase.split(":"))
+        output = args.work / "shallow" if index == len(args.shallow_phases) else args.work / f"shallow-{index}"
+        if not (output / "config.json").exists():
+            train_base(args, start, output, epochs, lr)
+        start = output
+
+
+def build_deepened(args: argparse.Namespace) -> None:
+    from twigvlm.world.deepen import deepen
+
+    model, processor = load_llava(args.work / "shallow")
+    folder = args.work / "deepened"
+    save_llava(deepen(model, DEPTH, DEPTH_STRIDE, SPEC.init_std, args.seed), folder, image_processor=processor)
+    load_tokenizer(args.work / "shallow").save_pretrained(folder)
+
+
 def build_base(args: argparse.Namespace) -> None:
-    train(args, "base", args.work / "init", args.work / "base",
-          ["--tune_vision_tower", "False", "--learning_rate", str(args.base_lr), "--num_train_epochs",
-           str(args.base_epochs), "--gradient_accumulation_steps", "1"])
+    train_base(args, args.work / "deepened", args.work / "base", args.base_epochs, args.base_lr)
 
 
 def build_twig(args: argparse.Namespace) -> None:
@@ -122,6 +151,8 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "tokenizer": (build_tokenizer, lambda a: a.work / "tokenizer" / "tokenizer.model"),
             "vision": (build_vision, lambda a: a.work / "clip" / "pretraining.json"),
             "init": (build_init, lambda a: a.work / "init" / "config.json"),
+            "shallow": (build_shallow, lambda a: a.work / "shallow" / "config.json"),
+            "deepen": (build_deepened, lambda a: a.work / "deepened" / "config.json"),
             "base": (build_base, lambda a: a.work / "base" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
             "export": (export, None)}
@@ -137,8 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--vision-steps", type=int, default=1000, help="pretraining steps of the vision tower (32 scenes)")
-    p.add_argument("--base-epochs", type=float, default=0.3)
-    p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--shallow-phases", nargs="+", default=["0.85:1e-3", "0.5:5e-4"], metavar="EPOCHS:LR",
+                   help="training runs of the 8-layer base, one after the other")
+    p.add_argument("--base-epochs", type=float, default=0.025, help="training of the grown 24-layer base")
+    p.add_argument("--base-lr", type=float, default=3e-4)
     p.add_argument("--twig-epochs", type=float, default=0.15)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)
