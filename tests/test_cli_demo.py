@@ -40,8 +40,6 @@ def test_the_demo_describes_the_bundled_image_with_green_accepted_drafts():
     assert "acceptance" in result.stdout and "tokens/s decoding" in result.stdout
 
 
-@pytest.mark.xfail(reason="the bundled base (77% on the short questions) says 'four shapes' for the demo image's "
-                          "three; its per-region sentences are right (NOTES.md, the tiny world)", strict=False)
 def test_the_demo_description_states_exactly_what_the_image_shows():
     assert answer_of(run_demo(*DESCRIBE).stdout) == describe(SCENE)
 
@@ -55,8 +53,6 @@ def test_the_demo_answers_a_short_question_about_one_region(shape):
     assert "128 visual tokens per layer" in result.stdout  # pruned by the twig
 
 
-@pytest.mark.xfail(reason="at R=64 the bundled twig keeps the wrong patches for the bottom right shape (TTP keeps "
-                          "63% of the base's accuracy at R=64, NOTES.md)", strict=False)
 def test_the_demo_answers_every_region_at_the_default_budget():
     for shape in SCENE.shapes:
         qa = color_question(shape)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def result() -> dict:
     out = subprocess.run([sys.executable, "-m", "twigvlm.eval.bench_speed", "--random-model", "tiny", "--device",
-                          "cpu", "--prompts", "2", "--max-new-tokens", "12", "--json"],
+                          "cpu", "--prompts", "2", "--repeats", "2", "--max-new-tokens", "12", "--json"],
                          capture_output=True, text=True, timeout=600, check=True)
     return json.loads(out.stdout)  # stdout is the JSON object and nothing else
 
@@ -26,7 +26,9 @@ def test_every_setup_and_the_transformers_reference_is_run(result):
                       ("self_speculative", "none"), ("transformers", "none")}
     for run in result["runs"]:
         assert run["tokens_per_second"] > 0 and run["prefill_seconds"] > 0
-        assert run["tokens"] == 2 * 12  # random models generate max-new-tokens
+        passes = 1 if run["strategy"] == "transformers" else 2  # our setups run interleaved, --repeats times
+        assert run["tokens"] == passes * 2 * 12  # random models generate max-new-tokens
+        assert run["speedup"] > 0
         assert run["R"] == (64 if run["pruning"] == "twig" else None)
 
 
@@ -42,3 +44,8 @@ def test_self_speculative_runs_report_acceptance_and_match_autoregressive(result
 def test_pruned_runs_keep_R_visual_tokens_per_layer_on_average(result):
     averages = {run["pruning"]: run["visual_tokens_average"] for run in result["runs"]}
     assert averages["twig"] == pytest.approx(64, abs=0.5) and averages["none"] == 576
+
+
+def test_speedups_are_relative_to_autoregressive_without_pruning(result):
+    baseline = result["runs"][0]
+    assert (baseline["strategy"], baseline["pruning"], baseline["speedup"]) == ("autoregressive", "none", 1.0)

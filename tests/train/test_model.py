@@ -7,10 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from twigvlm.inference.engine import Engine
+from twigvlm.inference.pruning import PruningPlan
 from twigvlm.model.checkpoint import make_image_processor
 from twigvlm.model.llava import next_token_loss
 from twigvlm.train.data import Collator, tokenize_conversation
-from twigvlm.train.model import BaseTraining, TwigTraining, distillation_kl
+from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout, distillation_kl, pruned_hidden_states
 
 from train_helpers import gpt, human
 
@@ -125,3 +127,58 @@ def test_base_training_can_learn_the_vision_tower_too(tiny_model, tokenizer, bat
     tower = module.llava.get_vision_tower()
     assert all(p.requires_grad for p in tower.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
+
+
+def test_visual_token_dropout_prunes_each_sample_as_inference_prefill_does(tiny_model, batch):
+    """The batched training forward and the engine's prefill see the same tokens in every layer group."""
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"])
+    plans = [PruningPlan("random", R=150, K=2, seed=3), None, PruningPlan("random", R=250, K=3, F=7, seed=5)]
+    with pytest.raises(ValueError, match="share K"):
+        pruned_hidden_states(tiny_model, inputs, plans)
+    plans[2] = PruningPlan("random", R=250, K=2, seed=5)
+    with torch.no_grad():
+        h, rows, valid = pruned_hidden_states(tiny_model, inputs, plans)  # [B, L', C], [B, L'], [B, L']
+    for b, plan in enumerate(plans):
+        length = int(inputs.attention_mask[b].sum())
+        spans = inputs.visual_spans[b]
+        engine = Engine(tiny_model, None, plan or PruningPlan(), capacity=length + 1)
+        with torch.no_grad():
+            prefill = engine.prefill(inputs.embeds[b:b + 1, :length], spans[0] if spans else None)
+        top = rows[b, valid[b]]  # original rows that reach the top layers
+        if plan is None:
+            assert top.tolist() == list(range(length))
+        else:  # the final wipe: text rows only
+            (start, end), = spans
+            assert top.tolist() == [r for r in range(length) if not start <= r < end]
+        last = tiny_model.lm_head(tiny_model.model.norm(h[b, int(valid[b].sum()) - 1]))
+        torch.testing.assert_close(last, prefill.target_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_visual_token_dropout_draws_plans_over_every_depth_of_pruning():
+    dropout = VisualTokenDropout(prob=1.0, K=2, min_keep=4)
+    torch.manual_seed(0)
+    ranks = [dropout.plan(num_layers=24, num_visual=576).rank(24, 576) for _ in range(400)]
+    assert min(ranks) >= 4 and max(ranks) <= 576
+    assert sum(r <= 24 for r in ranks) > 50 and sum(r > 288 for r in ranks) > 30  # deep prunes and light ones
+    assert VisualTokenDropout(prob=0.0).plan(24, 576) is None
+
+
+def test_base_training_with_visual_token_dropout_learns_from_pruned_samples_only_in_training(tiny_model, tokenizer,
+                                                                                           batch):
+    module = BaseTraining(copy.deepcopy(tiny_model), tokenizer, make_image_processor(336),
+                          dropout=VisualTokenDropout(prob=1.0, K=2))
+    whole = BaseTraining(copy.deepcopy(tiny_model), tokenizer, make_image_processor(336))
+    with torch.no_grad():
+        torch.testing.assert_close(module.eval()(**batch)["loss"], whole.eval()(**batch)["loss"])
+        assert not torch.allclose(module.train()(**batch)["loss"], whole.train()(**batch)["loss"])
+    module(**batch)["loss"].backward()
+    assert module.llava.model.mm_projector[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("flags, message", [({"visual_token_dropout": 1.5}, "a probability"),
+                                            ({"visual_token_dropout": 0.5, "train_mode": "twig"}, "--train_mode base")])
+def test_visual_token_dropout_flags_are_checked(flags, message):
+    from twigvlm.train.arguments import TwigArguments
+
+    with pytest.raises(ValueError, match=message):
+        TwigArguments(**{"train_mode": "base", **flags})

@@ -6,9 +6,10 @@
     python -m twigvlm.eval.bench_speed --random-model 7b --device cuda --dtype float16   # 7B-shaped, random weights
     python -m twigvlm.eval.bench_speed --json                 # one JSON object {"runs": [...], ...}
 
-Runs (each over the same prompts, after a warm-up): autoregressive without pruning, autoregressive with TTP at R,
-self-speculative with TTP at R, self-speculative without pruning, and transformers' own `generate` on the same
-weights (LlavaForConditionalGeneration) as the reference for the unpruned autoregressive path.
+Setups (the same prompts, after a warm-up): autoregressive without pruning, autoregressive with TTP at R,
+self-speculative with TTP at R, self-speculative without pruning, interleaved (each prompt goes through every setup
+in turn, --repeats times) so that their ratios are measured side by side; then transformers' own `generate` on the
+same weights (LlavaForConditionalGeneration) as the reference for the unpruned autoregressive path.
 With random weights, answers are meaningless and acceptance rates low: use them for kernel speed only.
 """
 
@@ -19,7 +20,7 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -43,6 +44,7 @@ class Run:
     tokens: int  # generated, summed over prompts
     visual_tokens_average: float | None
     same_output_as_autoregressive: bool | None = None  # SSD runs: greedy tokens equal AR's with the same pruning
+    speedup: float | None = None  # decoding tokens/s over AR without pruning's, median of paired generations
 
 
 SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
@@ -113,41 +115,63 @@ def real_prompts(tokenizer, processor, model, args) -> list[tuple[torch.Tensor, 
     return [(ids, process_images([image], processor, model.config)) for image in images]
 
 
-def measure(model, prompts, strategy: str, pruning: str, R: float | None, args) -> tuple[Run, list[list[int]]]:
-    """Median speed of one setup over the prompts (after one warm-up generation), and the tokens it generated."""
-    config = {"generation_strategy": strategy, "pruning": pruning, "attention_rank": R if pruning != "none" else None}
-    dtype = model.dtype
-    generate = lambda ids, pixels: model.generate(  # noqa: E731
-        ids, images=pixels.to(model.device, dtype), max_new_tokens=args.max_new_tokens,
-        eos_token_id=-1 if args.ignore_eos else None, twigvlm_config=config)
-    generate(*prompts[0])
-    outs = [generate(ids, pixels) for ids, pixels in prompts]
+def generation_fn(model, strategy: str, pruning: str, args) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+    config = {"generation_strategy": strategy, "pruning": pruning,
+              "attention_rank": args.retained_tokens if pruning != "none" else None}
+    return lambda ids, pixels: model.generate(ids, images=pixels.to(model.device, model.dtype),
+                                              max_new_tokens=args.max_new_tokens,
+                                              eos_token_id=-1 if args.ignore_eos else None, twigvlm_config=config)
+
+
+def interleaved_outputs(model, prompts, args) -> dict[tuple[str, str], list[Any]]:
+    """Every setup's GenerationOutputs, [repeat x prompt] each. Each prompt runs through all setups back to back
+    (their order rotating), so a change in the machine's load hits every setup alike."""
+    generate = {setup: generation_fn(model, *setup, args) for setup in SETUPS}
+    for run in generate.values():
+        run(*prompts[0])  # warm-up
+    outputs = {setup: [] for setup in SETUPS}
+    with tqdm(total=args.repeats * len(prompts) * len(SETUPS), desc="generations", disable=args.json) as bar:
+        for repeat in range(args.repeats):
+            for i, (ids, pixels) in enumerate(prompts):
+                shift = (repeat * len(prompts) + i) % len(SETUPS)
+                for setup in SETUPS[shift:] + SETUPS[:shift]:
+                    outputs[setup].append(generate[setup](ids, pixels))
+                    bar.update()
+    return outputs
+
+
+def summarize(strategy: str, pruning: str, outs: list[Any], baseline: list[Any], R: float | None) -> Run:
+    """One setup's medians; its speed-up is the median of its per-generation ratios to the baseline's."""
     accepted, drafted = sum(o.num_accepted for o in outs), sum(o.num_drafted for o in outs)
     verify_tokens = [o.mean_accepted_length for o in outs if o.mean_accepted_length]
-    run = Run(strategy, pruning, R if pruning != "none" else None,
+    return Run(strategy, pruning, R if pruning != "none" else None,
                tokens_per_second=statistics.median(o.decoding_tokens_per_second for o in outs),
                prefill_seconds=statistics.median(o.prefill_time for o in outs),
                total_tokens_per_second=statistics.median(o.tokens_per_second for o in outs),
                acceptance_rate=accepted / drafted if drafted else None,
                mean_accepted_length=statistics.mean(verify_tokens) if verify_tokens else None,
                tokens=sum(o.num_tokens_generated for o in outs),
-               visual_tokens_average=outs[0].visual_tokens_kept.get("average"))
-    return run, [o.predicted_tokens[0].tolist() for o in outs]
+               visual_tokens_average=outs[0].visual_tokens_kept.get("average"),
+               speedup=statistics.median(o.decoding_tokens_per_second / b.decoding_tokens_per_second
+                                         for o, b in zip(outs, baseline)))
 
 
 def measure_setups(model, prompts, args) -> list[Run]:
-    """Every setup of SETUPS; each SSD run is checked against the AR run with the same pruning."""
-    runs, tokens = [], {}
-    for strategy, pruning in tqdm(SETUPS, desc="setups", disable=args.json):
-        run, tokens[strategy, pruning] = measure(model, prompts, strategy, pruning, args.retained_tokens, args)
-        if strategy == "self_speculative" and ("autoregressive", pruning) in tokens:
+    """Every setup of SETUPS, interleaved; each SSD run is checked against the AR run with the same pruning."""
+    outputs = interleaved_outputs(model, prompts, args)
+    tokens = {setup: [o.predicted_tokens[0].tolist() for o in outs] for setup, outs in outputs.items()}
+    runs = []
+    for strategy, pruning in SETUPS:
+        run = summarize(strategy, pruning, outputs[strategy, pruning], outputs[SETUPS[0]], args.retained_tokens)
+        if strategy == "self_speculative":
             run.same_output_as_autoregressive = tokens[strategy, pruning] == tokens["autoregressive", pruning]
         runs.append(run)
     return runs
 
 
-def measure_transformers(model, prompts, args) -> Run:
-    """transformers' LlavaForConditionalGeneration.generate on the same weights (greedy, no pruning)."""
+def measure_transformers(model, prompts, args, baseline_speed: float) -> Run:
+    """transformers' LlavaForConditionalGeneration.generate on the same weights (greedy, no pruning), run after the
+    others (its speed-up is a ratio of medians, not paired)."""
     from twigvlm.testing.checkpoints import to_transformers_llava
 
     hf = to_transformers_llava(model, image_token_id=0)
@@ -172,7 +196,8 @@ def measure_transformers(model, prompts, args) -> Run:
             tokens += n
     del hf
     return Run("transformers", "none", None, statistics.median(speeds), statistics.median(prefills),
-               statistics.median(totals), None, None, tokens, float(model.config.num_visual_tokens))
+               statistics.median(totals), None, None, tokens, float(model.config.num_visual_tokens),
+               speedup=statistics.median(speeds) / baseline_speed)
 
 
 def _now(device: str) -> float:
@@ -181,14 +206,14 @@ def _now(device: str) -> float:
     return time.perf_counter()
 
 
-def table(runs: list[Run], baseline: Run) -> str:
+def table(runs: list[Run]) -> str:
     head = (f"{'strategy':<17} {'pruning':<7} {'R':>5} {'tok/s':>8} {'x AR':>6} {'prefill s':>9} "
             f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9} {'= AR':>4}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in runs:
         lines.append(f"{r.strategy:<17} {r.pruning:<7} {fmt(r.R, '>5g'):>5} {r.tokens_per_second:>8.1f} "
-                     f"{r.tokens_per_second / baseline.tokens_per_second:>6.2f} {r.prefill_seconds:>9.4f} "
+                     f"{r.speedup:>6.2f} {r.prefill_seconds:>9.4f} "
                      f"{fmt(r.acceptance_rate, '.2f'):>7} {fmt(r.mean_accepted_length, '.2f'):>8} "
                      f"{fmt(r.visual_tokens_average, '.1f'):>9} "
                      f"{'-' if r.same_output_as_autoregressive is None else 'yes' if r.same_output_as_autoregressive else 'NO':>4}")
@@ -207,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--prompts", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=2, help="passes over the prompts (each through every setup)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--ignore-eos", action="store_true", help="always generate max-new-tokens (random models do)")
     p.add_argument("--question", default="Describe the image in detail.")
@@ -220,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, prompts, description = load_model(args)
     runs = measure_setups(model, prompts, args)
     if not args.no_transformers:
-        runs.append(measure_transformers(model, prompts, args))
+        runs.append(measure_transformers(model, prompts, args, runs[0].tokens_per_second))
     result = {"model": description, "device": args.device, "dtype": str(model.dtype).removeprefix("torch."),
               "K": model.twig.K, "T": model.twig.T, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
@@ -230,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         print(f"{description} on {args.device} ({result['dtype']}), {len(prompts)} prompts, "
               f"up to {args.max_new_tokens} new tokens, K={model.twig.K}, T={model.twig.T}")
-        print(table(runs, runs[0]))
+        print(table(runs))
     return result
 
 

@@ -61,11 +61,19 @@ class TwigArguments:
     kl_weight: float = field(default=0.1, metadata={"help": "weight of the KL term in ce+kl (TwigVLM++: 0.1)"})
     kl_temperature: float = field(default=5.0, metadata={"help": "softmax temperature of the KL term (TwigVLM++: 5)"})
     tune_vision_tower: bool = field(default=False, metadata={"help": "base mode: train the vision tower too"})
+    visual_token_dropout: float = field(default=0.0, metadata={
+        "help": "base mode: probability that a sample is pruned as inference prunes (random visual tokens for layers "
+                "[K, F), none after F), so that the base learns to tolerate pruning"})
+    visual_token_dropout_K: int = field(default=2, metadata={"help": "base mode: layers [0, K) see every visual token"})
 
     def __post_init__(self) -> None:
         if self.train_mode == "base" and self.loss != "ce":
             raise ValueError(f"--loss {self.loss} distils the base into a twig; --train_mode base trains the base "
                              f"itself with --loss ce")
+        if not 0 <= self.visual_token_dropout <= 1:
+            raise ValueError(f"--visual_token_dropout is a probability in [0, 1], got {self.visual_token_dropout}")
+        if self.visual_token_dropout and self.train_mode != "base":
+            raise ValueError("--visual_token_dropout trains a base to tolerate pruning: use it with --train_mode base")
         if self.kl_temperature <= 0:
             raise ValueError(f"--kl_temperature must be > 0, got {self.kl_temperature}")
 

@@ -5,7 +5,9 @@
   embeddings and base layers [0, K) without gradients, then the twig with them. Layers [K, N) run only when the
   loss distils the base's logits into the twig.
 - `BaseTraining`: the whole LLaVA model is the module; the projector and the language model learn (and the vision
-  tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout.
+  tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout. With `VisualTokenDropout`,
+  samples are pruned as inference prunes them (random visual tokens for layers [K, F), none after F), so that a
+  base with no redundancy of its own learns to tolerate pruning as LLaVA-1.5 does.
 
 Both score only the answer positions (where the next token is learnt): next-token cross-entropy, and/or
 KL(base || twig) at a temperature.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from twigvlm.constants import IGNORE_INDEX
+from twigvlm.inference.pruning import PruningPlan, default_finalwipe_layer, select_visual_tokens
 from twigvlm.model.checkpoint import load_llava, save_llava
 from twigvlm.model.llava import LlavaLlamaForCausalLM, MultimodalInputs
 from twigvlm.model.twig import TWIG_CONFIG_NAME, Twig
@@ -114,16 +119,89 @@ class TwigTraining(nn.Module):
         self.twig.load_state_dict(Twig.load(folder, self.base.config).state_dict())
 
 
+# --- pruning in training ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VisualTokenDropout:
+    """With probability `prob` a sample with an image is pruned at random: layers [K, F) see `rank` of its visual
+    tokens, drawn log-uniformly from [min_keep, V] (most prunes are deep ones, as R=64 is), layers [F, N) none."""
+
+    prob: float = 0.0
+    K: int = 2
+    F: int | None = None  # None: three quarters of the depth, as inference
+    min_keep: int = 4
+
+    def plan(self, num_layers: int, num_visual: int) -> PruningPlan | None:
+        """A random pruning plan for one sample (torch's global generator), or None to leave it whole."""
+        if self.prob == 0 or num_visual == 0 or torch.rand(()) >= self.prob:
+            return None
+        F = self.F if self.F is not None else default_finalwipe_layer(num_layers)
+        low, high = math.log(min(self.min_keep, num_visual)), math.log(num_visual)
+        rank = round(math.exp(low + (high - low) * torch.rand(()).item()))
+        R = (self.K * num_visual + (F - self.K) * rank) / num_layers  # the average R that keeps `rank`
+        return PruningPlan("random", R=R * (1 - 1e-9), K=self.K, F=F, seed=int(torch.randint(2 ** 31, ())))
+
+
+def kept_layout(keep: Tensor) -> tuple[Tensor, Tensor]:
+    """keep [B, L] bool -> the kept rows' indices [B, L'] (ascending, right-padded) and their validity [B, L']."""
+    counts = keep.sum(dim=1)  # [B]
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :int(counts.max())]  # kept first
+    valid = torch.arange(order.shape[1], device=keep.device)[None] < counts[:, None]
+    return order, valid
+
+
+def restrict(inputs: MultimodalInputs, hidden: Tensor, current: Tensor, keep: Tensor) -> tuple[MultimodalInputs,
+                                                                                                   Tensor, Tensor]:
+    """Keep the rows `keep` [B, L] (original rows, a subset of `current`) of hidden [B, L_cur, C], laid out as
+    `current`; -> (their inputs: mask and original position ids, their hidden [B, L', C], their original rows)."""
+    order, valid = kept_layout(keep)  # [B, L']
+    row_in_current = (current.cumsum(dim=1) - 1).gather(1, order)  # [B, L']
+    h = hidden.gather(1, row_in_current[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, L', C]
+    positions = inputs.position_ids.gather(1, row_in_current)
+    return dataclasses.replace(inputs, attention_mask=valid, position_ids=positions), h, order
+
+
+def pruned_hidden_states(llava: LlavaLlamaForCausalLM, inputs: MultimodalInputs,
+                         plans: list[PruningPlan | None]) -> tuple[Tensor, Tensor, Tensor]:
+    """The base's layers over a batch in which sample b is pruned per plans[b] (None: whole), as inference's
+    prefill prunes: -> hidden [B, L', C] of the rows that reach the top, their original rows [B, L'] and validity
+    [B, L']."""
+    N, mask = llava.config.num_hidden_layers, inputs.attention_mask  # [B, L]
+    active = [p for p in plans if p is not None]
+    if not active:
+        rows = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        return llava.hidden_states(inputs, llava.layers), rows, mask
+    K, F = active[0].K, active[0].wipe_layer(N)
+    if any((p.K, p.wipe_layer(N)) != (K, F) for p in active):
+        raise ValueError("every pruned sample of a batch must share K and the final-wipe layer")
+    middle, top = mask.clone(), mask.clone()  # rows kept for layers [K, F) and [F, N), over original positions
+    for b, plan in enumerate(plans):
+        if plan is None:
+            continue
+        (start, end), = inputs.visual_spans[b]
+        V = end - start
+        kept = select_visual_tokens(plan, None, V, plan.rank(N, V), mask.device)
+        middle[b, start:end] = False
+        middle[b, start + kept] = True
+        top[b, start:end] = False
+    h = llava.hidden_states(inputs, llava.layers[:K])  # [B, L, C]: every row, padding in place
+    for keep, layers, current in ((middle, llava.layers[K:F], torch.ones_like(mask)), (top, llava.layers[F:], middle)):
+        inputs, h, rows = restrict(inputs, h, current, keep)
+        h = llava.hidden_states(inputs, layers, hidden=h)
+    return h, rows, inputs.attention_mask
+
+
 # --- the whole base ----------------------------------------------------------------------------------------------
 class BaseTraining(nn.Module):
     commit_file = CONFIG_NAME
 
     def __init__(self, llava: LlavaLlamaForCausalLM, tokenizer: Any, image_processor: Any,
-                 tune_vision_tower: bool = False, max_length: int | None = None):
+                 tune_vision_tower: bool = False, max_length: int | None = None,
+                 dropout: VisualTokenDropout = VisualTokenDropout()):
         super().__init__()
         self.llava = llava.requires_grad_(True)
         llava.get_vision_tower().requires_grad_(tune_vision_tower)
         self.tokenizer, self.image_processor, self.max_length = tokenizer, image_processor, max_length
+        self.dropout = dropout
         self.config = SimpleNamespace(hidden_size=llava.config.hidden_size)  # read by DeepSpeed's "auto" bucket sizes
 
     def activation_checkpointing_enable(self, **unused: Any) -> None:
@@ -134,11 +212,14 @@ class BaseTraining(nn.Module):
                 images: Tensor | None = None) -> dict[str, Tensor]:
         llava = self.llava
         inputs = llava.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
-        h = llava.hidden_states(inputs, llava.layers)  # [B, L, C]
-        targets = next_token_targets(inputs.labels)  # [B, L]
-        rows = targets != IGNORE_INDEX
-        logits = llava.lm_head(llava.model.norm(h[rows]))  # [M, V]
-        return {"loss": cross_entropy(logits, targets[rows])}
+        targets = next_token_targets(inputs.labels)  # [B, L]; a pruned row's target is never learnt
+        plans = [self.dropout.plan(llava.config.num_hidden_layers, spans[0][1] - spans[0][0])
+                 if self.training and len(spans) == 1 else None for spans in inputs.visual_spans]
+        h, rows, valid = pruned_hidden_states(llava, inputs, plans)  # [B, L', C], [B, L'], [B, L']
+        targets = targets.gather(1, rows).masked_fill(~valid, IGNORE_INDEX)  # [B, L']
+        learnt = targets != IGNORE_INDEX
+        logits = llava.lm_head(llava.model.norm(h[learnt]))  # [M, V]
+        return {"loss": cross_entropy(logits, targets[learnt])}
 
     def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
         """Write the model in LLaVA's layout (config.json with the vision tower's config, weights, tokenizer, image

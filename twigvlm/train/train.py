@@ -22,7 +22,7 @@ from twigvlm.model.tokenizer import load_tokenizer
 from twigvlm.train.arguments import (DataArguments, ModelArguments, TrainingArguments, TwigArguments,
                                      check_against_base, parse_arguments)
 from twigvlm.train.data import Collator, LlavaDataset, checked_records
-from twigvlm.train.model import BaseTraining, TwigTraining
+from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout
 from twigvlm.train.trainer import TwigVLMTrainer, last_checkpoint
 
 log = logging.getLogger("twigvlm.train")
@@ -74,7 +74,8 @@ def base_dtype(twig_args: TwigArguments, args: TrainingArguments) -> torch.dtype
 def build_module(twig_args: TwigArguments, base: nn.Module, tokenizer, image_processor, max_length: int) -> nn.Module:
     """The module Trainer trains: a twig on the frozen base, or the base itself."""
     if twig_args.train_mode == "base":
-        return BaseTraining(base, tokenizer, image_processor, twig_args.tune_vision_tower, max_length)
+        dropout = VisualTokenDropout(twig_args.visual_token_dropout, twig_args.visual_token_dropout_K)
+        return BaseTraining(base, tokenizer, image_processor, twig_args.tune_vision_tower, max_length, dropout)
     return TwigTraining(base, twig_args.twig_K, twig_args.twig_T, twig_args.loss, twig_args.kl_weight,
                         twig_args.kl_temperature, max_length)
 

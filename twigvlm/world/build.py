@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 2 h 10 min on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 3 h 15 min on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -16,6 +16,8 @@ checkpoint):
   deepen     grows the decoder to 24 layers computing the same function (twigvlm.world.deepen): layer i moves to
              2i, the other layers start as identities
   base       trains the 24-layer model on, the same way
+  robust     trains it on with visual-token dropout (--visual_token_dropout): samples pruned at random as inference
+             prunes, so that the base tolerates pruning as LLaVA-1.5 does (a tiny base has no redundancy of its own)
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -42,7 +44,7 @@ from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
 
-STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "twig", "export")
+STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "twig", "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
 # (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer). It learns with 8 layers (24 learn too slowly on
 # a CPU), which then move to 0, 2, ..., 14 of 24, below TTP's final wipe at 18 (twigvlm.world.deepen).
@@ -99,9 +101,11 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
-def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float) -> None:
+def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float,
+               dropout: float = 0.0) -> None:
     train(args, "base", start, output, ["--tune_vision_tower", "False", "--learning_rate", str(lr),
-                                        "--num_train_epochs", str(epochs), "--gradient_accumulation_steps", "1"])
+                                        "--num_train_epochs", str(epochs), "--gradient_accumulation_steps", "1",
+                                        "--visual_token_dropout", str(dropout), "--visual_token_dropout_K", str(K)])
 
 
 def build_shallow(args: argparse.Namespace) -> None:
@@ -128,17 +132,21 @@ def build_base(args: argparse.Namespace) -> None:
     train_base(args, args.work / "deepened", args.work / "base", args.base_epochs, args.base_lr)
 
 
+def build_robust(args: argparse.Namespace) -> None:
+    train_base(args, args.work / "base", args.work / "robust", args.robust_epochs, args.robust_lr, args.robust_dropout)
+
+
 def build_twig(args: argparse.Namespace) -> None:
-    train(args, "twig", args.work / "base", args.work / "twig",
+    train(args, "twig", args.work / "robust", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs)])
 
 
 def export(args: argparse.Namespace) -> None:
     """Both models in float16 safetensors where every command looks for them, and the demo picture."""
-    model, processor = load_llava(args.work / "base")
+    model, processor = load_llava(args.work / "robust")
     save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
-    load_tokenizer(args.work / "base").save_pretrained(WORLD_BASE)
+    load_tokenizer(args.work / "robust").save_pretrained(WORLD_BASE)
     twig = Twig.load(args.work / "twig", model.config)
     twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
     twig.half().save(WORLD_TWIG)
@@ -154,6 +162,7 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "shallow": (build_shallow, lambda a: a.work / "shallow" / "config.json"),
             "deepen": (build_deepened, lambda a: a.work / "deepened" / "config.json"),
             "base": (build_base, lambda a: a.work / "base" / "config.json"),
+            "robust": (build_robust, lambda a: a.work / "robust" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
             "export": (export, None)}
 
@@ -172,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="training runs of the 8-layer base, one after the other")
     p.add_argument("--base-epochs", type=float, default=0.025, help="training of the grown 24-layer base")
     p.add_argument("--base-lr", type=float, default=3e-4)
+    p.add_argument("--robust-epochs", type=float, default=0.5, help="training with visual-token dropout")
+    p.add_argument("--robust-lr", type=float, default=3e-4)
+    p.add_argument("--robust-dropout", type=float, default=0.75, help="probability that a sample is pruned")
     p.add_argument("--twig-epochs", type=float, default=0.15)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)
