@@ -45,7 +45,7 @@ TEMPLATES = {
     "color": "What color is the shape {at}?",
     "shape": "What shape is {at}?",
     "count": "How many shapes are there?",
-    "exist": "Is there {a} {color} {kind} {at}?",
+    "exist": "Is there {a} {color} {kind} in the image?",
     "where": "Where is the {color} {kind}?",
 }
 DESCRIBE_PROMPTS = (
@@ -189,26 +189,24 @@ def where_question(shape: Shape) -> QA:
     return short("where", TEMPLATES["where"].format(color=shape.color, kind=shape.kind), shape.region.capitalize())
 
 
-def exist_question(color: str, kind: str, region: str, present: bool) -> QA:
-    question = TEMPLATES["exist"].format(a=article(color), color=color, kind=kind, at=REGIONS[region])
+def exist_question(color: str, kind: str, present: bool) -> QA:
+    question = TEMPLATES["exist"].format(a=article(color), color=color, kind=kind)
     return short("exist", question, "Yes" if present else "No")
 
 
 def present_question(shape: Shape) -> QA:
-    return exist_question(shape.color, shape.kind, shape.region, present=True)
+    return exist_question(shape.color, shape.kind, present=True)
 
 
-def absent_question(scene: Scene, rng: random.Random, anchor: Shape | None = None) -> QA:
-    """POPE-style negative about one region, hard two times in three: the shape there (`anchor`, else a random one)
-    in another colour, or of another kind; else that shape asked about where it is not (an empty region)."""
-    anchor = anchor or rng.choice(scene.shapes)
-    strategy = rng.choice(("other color", "other kind", "elsewhere"))
-    if strategy == "elsewhere":
-        empty = [region for region in REGIONS if region not in {s.region for s in scene.shapes}]
-        return exist_question(anchor.color, anchor.kind, rng.choice(empty), present=False)
-    if strategy == "other color":
-        return exist_question(rng.choice([c for c in COLORS if c != anchor.color]), anchor.kind, anchor.region, False)
-    return exist_question(anchor.color, rng.choice([k for k in KINDS if k != anchor.kind]), anchor.region, False)
+def absent_question(scene: Scene, rng: random.Random) -> QA:
+    """POPE-style negative; two thirds are hard: the colour of a shape that is there, or the kind of one."""
+    anchor = rng.choice(scene.shapes)
+    strategy = rng.choice(("same color", "same kind", "random"))
+    present = {(s.color, s.kind) for s in scene.shapes}
+    candidates = [(color, kind) for color in COLORS for kind in KINDS if (color, kind) not in present
+                  and (strategy != "same color" or color == anchor.color)
+                  and (strategy != "same kind" or kind == anchor.kind)]
+    return exist_question(*rng.choice(candidates), present=False)
 
 
 def count_question(scene: Scene) -> QA:
@@ -240,17 +238,7 @@ def parse_description(text: str) -> set[tuple[str, str, str]]:
     return {(color.lower(), kind.lower(), _REGION_OF_PHRASE[at.lower()]) for at, color, kind in _FACT.findall(text)}
 
 
-def exist_question_about(shape: Shape, scene: Scene, rng: random.Random) -> QA:
-    """POPE's balance: "Yes" (about `shape`) or "No" (a hard negative) with equal odds, whatever the scene.
-    An earlier mix asked one absent shape per conversation but one present shape per subject, so "Yes" grew with the
-    number of shapes and the base learnt to answer existence from the count instead of looking."""
-    return present_question(shape) if rng.random() < 0.5 else absent_question(scene, rng, anchor=shape)
-
-
 ABOUT_ONE_SHAPE = (color_question, shape_question, where_question, present_question)
-# Training turns about one shape; existence (two answers) is asked twice as often, to be seen as often as the others.
-TRAINING_TURNS = (lambda shape, scene, rng: color_question(shape), lambda shape, scene, rng: shape_question(shape),
-                  lambda shape, scene, rng: where_question(shape), *2 * (exist_question_about,))
 
 
 def questions_for(scene: Scene, rng: random.Random) -> list[QA]:
@@ -267,9 +255,8 @@ def conversation_for(scene: Scene, rng: random.Random) -> list[QA]:
     # A random subset of the shapes, each asked about once: the number of turns must not reveal the count,
     # and no turn may answer another (e.g. "Where is the red circle?" after "Is there a red circle?").
     subjects = rng.sample(scene.shapes, rng.randint(1, len(scene.shapes)))
-    turns = [rng.choice(TRAINING_TURNS)(shape, scene, rng) for shape in subjects]
-    if rng.random() < 0.5:
-        turns.append(count_question(scene))
+    turns = [rng.choice(ABOUT_ONE_SHAPE)(shape) for shape in subjects]
+    turns.append(count_question(scene) if rng.random() < 0.5 else absent_question(scene, rng))
     rng.shuffle(turns)
     return turns
 
