@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -214,6 +215,32 @@ def test_a_line_cut_short_by_a_kill_is_dropped_and_answered_again(gqa_flags, tmp
     model_vqa_loader.main(gqa_flags(torn, "--twig", "TWIG", "-R", "192"))
     assert torn.read_text().startswith(lines[0])
     assert without_ids_and_timings(read_answers(torn)) == without_ids_and_timings(read_answers(clean))
+
+
+def test_a_rerun_after_the_checkpoint_was_rewritten_in_place_answers_everything_again(gqa_flags, llava_dir,
+                                                                                     tmp_path, capsys):
+    """The experiment name comes from the folder's name, which a retrained checkpoint keeps."""
+    model = tmp_path / "llava-v1.5-tiny"
+    shutil.copytree(llava_dir, model)
+    answers = tmp_path / "gqa.jsonl"
+    flags = gqa_flags(answers)
+    flags[flags.index("--model-path") + 1] = str(model)
+    model_vqa_loader.main(flags)
+    first = read_answers(answers)
+    weights = next(model.glob("*.bin"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10 ** 9))  # as a rewrite does
+    model_vqa_loader.main(flags)
+    again = read_answers(answers)
+    assert "came from another run (changed: weights)" in capsys.readouterr().err
+    assert len(again) == len(first) and not {a["answer_id"] for a in first} & {a["answer_id"] for a in again}
+
+
+def test_a_rerun_with_other_generation_flags_answers_everything_again(gqa_flags, tmp_path, capsys):
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers))
+    model_vqa_loader.main(gqa_flags(answers)[:-4] + ["--max_new_tokens", "3", "--num-workers", "0"])
+    assert "changed: max_new_tokens" in capsys.readouterr().err
+    assert all(a["metadata"]["num_tokens_generated"] <= 3 for a in read_answers(answers))
 
 
 def test_questions_sharing_an_id_are_told_apart_by_their_prompt(llava_dir, eval_dir, tmp_path):

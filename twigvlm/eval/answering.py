@@ -18,6 +18,9 @@ question file reads and what each entry asks (`Sample`s); `run` does the rest. A
 statistics (`GenerationOutput.metadata()`: timings, tokens/s, acceptance rate, visual tokens kept...). Each line is
 written and flushed as soon as it is answered; running the same command again resumes: the answers already in the
 file are kept and their questions skipped, and a last line cut short by a kill is dropped and answered again.
+What run wrote them (the generation flags, the size and time of every weight file) is kept beside them in
+`<answers-file>.run.json`: a rerun with other flags, or after a checkpoint was rewritten at the same path (the
+experiment name, taken from the folder's name, would not change), answers everything again instead of resuming.
 """
 
 from __future__ import annotations
@@ -249,6 +252,42 @@ def remaining(samples: list[Sample], done: list[dict]) -> list[Sample]:
     return todo
 
 
+# The flags that change an answer; with the weights' fingerprints they tell whether old answers can be kept.
+RUN_FLAGS = ("model_path", "model_base", "twig", "twig_K", "pruning", "retained_tokens", "generation_strategy",
+             "temperature", "top_p", "num_beams", "max_new_tokens", "conv_mode", "dtype", "attn_implementation")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_fingerprint(path: str | None) -> dict[str, list[int]]:
+    """[size, modification time in ns] of each weight file of a checkpoint (a folder or one file)."""
+    if not path or not Path(path).expanduser().exists():
+        return {}
+    path = Path(path).expanduser()
+    files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES)
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+
+
+def run_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two runs give the same answers, as JSON reads it back."""
+    record = {flag: getattr(args, flag, None) for flag in RUN_FLAGS}
+    record["weights"] = {flag: weights_fingerprint(getattr(args, flag, None)) for flag in ("model_path", "twig")}
+    return json.loads(json.dumps(record, default=str))
+
+
+def keep_or_restart(answers_file: Path, done: list[dict], record: dict[str, Any]) -> list[dict]:
+    """The earlier answers if the same run wrote them, else none (the file emptied); records this run."""
+    record_file = answers_file.with_name(answers_file.name + ".run.json")
+    earlier = json.loads(record_file.read_text()) if record_file.exists() else None
+    if done and earlier is not None and earlier != record:
+        changed = sorted(key for key in record.keys() | earlier.keys() if record.get(key) != earlier.get(key))
+        print(f"{answers_file}: its {len(done)} answers came from another run (changed: {', '.join(changed)}); "
+              "answering every question again", file=sys.stderr)
+        answers_file.write_text("")
+        done = []
+    record_file.write_text(json.dumps(record, indent=1) + "\n")
+    return done
+
+
 def answer_line(sample: Sample, text: str, model_id: str, metadata: dict[str, Any]) -> str:
     """LLaVA's answer record, with the benchmark's extra fields, as one JSON line."""
     record = {"question_id": sample.question_id, "prompt": sample.prompt, "text": text, **sample.fields,
@@ -286,7 +325,7 @@ def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[An
     samples = [s for entry in get_chunk(entries, args.num_chunks, args.chunk_idx) for s in to_samples(entry, args)]
     answers_file = Path(args.answers_file).expanduser()
     answers_file.parent.mkdir(parents=True, exist_ok=True)
-    done = read_done_answers(answers_file)
+    done = keep_or_restart(answers_file, read_done_answers(answers_file), run_record(args))
     todo = remaining(samples, done)
     if done:
         print(f"{answers_file}: resuming, {len(samples) - len(todo)} of {len(samples)} already answered",
