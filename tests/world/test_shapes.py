@@ -11,7 +11,7 @@ from PIL import Image
 from twigvlm.conversation import conv_templates
 from twigvlm.world.build_data import main as build_data
 from twigvlm.world.shapes import (CATEGORIES, CELL, COLORS, IMAGE_SIZE, KINDS, MAX_SHAPES, REGIONS,
-                                  SHORT_ANSWER_PROMPT, SIZE_RANGE, Scene, Shape, absent_question, color_question,
+                                  QA, SHORT_ANSWER_PROMPT, SIZE_RANGE, Scene, Shape, color_question,
                                   conversation_for, count_question, demo_scene, describe, parse_description,
                                   present_question, questions_for, random_scene, region_cell, render, shape_question,
                                   text_only_conversation, where_question)
@@ -113,7 +113,7 @@ def test_questions_about_a_known_scene_have_the_right_answers():
              shape_question(blue_square): ("What shape is in the center?", "Square"),
              where_question(red_circle): ("Where is the red circle?", "Top left"),
              count_question(KNOWN): ("How many shapes are there?", "3"),
-             present_question(blue_square): ("Is there a blue square in the image?", "Yes")}
+             present_question(blue_square): ("Is there a blue shape in the image?", "Yes")}
     for qa, (question, answer) in cases.items():
         assert (qa.question, qa.answer) == (question + SHORT_ANSWER_PROMPT, answer)
 
@@ -141,12 +141,12 @@ def test_where_questions_name_a_shape_of_the_scene_and_answer_with_its_region():
                 assert (color, kind, qa.answer.lower()) in scene.fact_set()
 
 
-def test_existence_is_yes_exactly_when_the_scene_holds_that_colour_and_kind():
+def test_existence_is_yes_exactly_when_the_scene_holds_a_shape_of_that_colour():
     for scene, rng in random_scenes():
         for qa in questions_for(scene, rng) + conversation_for(scene, rng):
             if qa.category == "exist":
-                color, kind = re.match(r"Is there an? (\w+) (\w+) in the image\?", qa.question).groups()
-                assert (qa.answer == "Yes") == any((s.color, s.kind) == (color, kind) for s in scene.shapes)
+                color = re.match(r"Is there an? (\w+) shape in the image\?", qa.question).group(1)
+                assert color in COLORS and (qa.answer == "Yes") == any(s.color == color for s in scene.shapes)
 
 
 def test_the_test_battery_asks_every_category_and_existence_half_yes_half_no():
@@ -156,19 +156,22 @@ def test_the_test_battery_asks_every_category_and_existence_half_yes_half_no():
         assert sorted(qa.answer for qa in battery if qa.category == "exist") == ["No", "Yes"]
 
 
-def test_training_existence_answers_are_balanced():
-    answers = [qa.answer for scene, rng in random_scenes(1000) for qa in conversation_for(scene, rng)
-               if qa.category == "exist"]
-    assert 0.4 < answers.count("Yes") / len(answers) < 0.6
+def test_training_existence_answers_are_balanced_whatever_the_number_of_shapes():
+    answers: dict[int, list[str]] = {}
+    for scene, rng in random_scenes(3000):
+        answers.setdefault(len(scene.shapes), []).extend(
+            qa.answer for qa in conversation_for(scene, rng) if qa.category == "exist")
+    assert sorted(answers) == [1, 2, 3, 4]
+    for count, said in answers.items():
+        assert 0.4 < said.count("Yes") / len(said) < 0.6, count  # else the count would give the answer away
 
 
-def test_absent_shapes_are_often_hard_negatives_of_both_kinds():
-    same_color = same_kind = 0
-    for scene, rng in random_scenes(600):
-        color, kind = re.match(r"Is there an? (\w+) (\w+)", absent_question(scene, rng).question).groups()
-        same_color += any(s.color == color for s in scene.shapes)  # then its kind is wrong
-        same_kind += any(s.kind == kind for s in scene.shapes)  # then its colour is wrong
-    assert same_color > 600 / 3 and same_kind > 600 / 3  # a third of each by design, more by chance
+def shape_asked_about(qa: QA, scene: Scene) -> Shape | None:
+    """The shape of the scene a training turn is about (None for counting and absent colours)."""
+    if qa.category in ("color", "shape"):
+        return next(s for s in scene.shapes if s.region == region_of_question(qa.question))
+    named = re.match(r"(?:Where is the|Is there an?) (\w+)", qa.question)
+    return next((s for s in scene.shapes if named and s.color == named.group(1)), None)
 
 
 def test_a_training_conversation_is_a_lone_description_or_short_questions_each_about_a_different_shape():
@@ -177,10 +180,9 @@ def test_a_training_conversation_is_a_lone_description_or_short_questions_each_a
         if any(qa.category == "describe" for qa in turns):
             assert len(turns) == 1
             continue
-        per_shape = [qa for qa in turns if qa.category in ("color", "shape", "where")
-                     or (qa.category == "exist" and qa.answer == "Yes")]
-        assert len(per_shape) == len({qa.question.split("\n")[0] for qa in per_shape}) <= len(scene.shapes)
-        assert len(turns) == len(per_shape) + 1  # plus a count or an absent-shape question
+        shapes = [shape for shape in (shape_asked_about(qa, scene) for qa in turns) if shape is not None]
+        assert len(shapes) == len(set(shapes))  # no turn gives another's answer away
+        assert 2 <= len(turns) <= len(scene.shapes) + 1
 
 
 def test_a_text_only_conversation_gives_the_scene_as_its_description():

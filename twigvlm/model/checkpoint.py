@@ -80,9 +80,11 @@ def resolve_vision_tower(cfg: LlavaConfig, checkpoint_folder: Path, checkpoint_h
         return VisionSource(cfg.vision_config, None)
     name = override or cfg.mm_vision_tower
     folder = _local_folder(name, checkpoint_folder) or _hf_cache_folder(name)
+    if checkpoint_has_weights and cfg.vision_config and override is None:
+        return VisionSource(dict(cfg.vision_config), folder)  # the tower saved with it, e.g. grown since
     if folder is not None:
         return VisionSource(vision_fields(CLIPVisionConfig.from_pretrained(str(folder)).to_dict()), folder)
-    known = cfg.vision_config or KNOWN_VISION_TOWERS.get(name)
+    known = KNOWN_VISION_TOWERS.get(name)
     if checkpoint_has_weights and known:
         return VisionSource(dict(known), None)
     raise CheckpointError(

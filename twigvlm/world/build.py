@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 3 h 15 min on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 4 h 20 min on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -18,6 +18,9 @@ checkpoint):
   base       trains the 24-layer model on, the same way
   robust     trains it on with visual-token dropout (--visual_token_dropout): samples pruned at random as inference
              prunes, so that the base tolerates pruning as LLaVA-1.5 does (a tiny base has no redundancy of its own)
+  context    inserts context layers into the robust base's tower and trains them to say from every patch what the
+             scene holds (twigvlm.world.context), as CLIP's patch tokens carry context of the whole image
+  adapt      trains the base on, the same way as robust, to read them
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -26,6 +29,7 @@ checkpoint):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import subprocess
 import sys
@@ -44,7 +48,8 @@ from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
 
-STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "twig", "export")
+STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "context", "adapt", "twig",
+         "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
 # (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer). It learns with 8 layers (24 learn too slowly on
 # a CPU), which then move to 0, 2, ..., 14 of 24, below TTP's final wipe at 18 (twigvlm.world.deepen).
@@ -136,17 +141,36 @@ def build_robust(args: argparse.Namespace) -> None:
     train_base(args, args.work / "base", args.work / "robust", args.robust_epochs, args.robust_lr, args.robust_dropout)
 
 
+def build_context(args: argparse.Namespace) -> None:
+    from twigvlm.world.context import insert_context_layers, point_projector_at, train_context_layers
+
+    model, processor = load_llava(args.work / "robust")
+    added = insert_context_layers(model, args.context_layers)
+    accuracy, heads = train_context_layers(model, added, args.context_steps, seed=args.seed)
+    units = point_projector_at(model, heads, seed=args.seed)
+    folder = args.work / "context"
+    save_llava(model, folder, image_processor=processor)
+    load_tokenizer(args.work / "robust").save_pretrained(folder)
+    (folder / "context.json").write_text(json.dumps({"steps": args.context_steps, "layers": args.context_layers,
+                                                     "accuracy": accuracy, "projector_units": units.tolist()}))
+
+
+def build_adapted(args: argparse.Namespace) -> None:
+    train_base(args, args.work / "context", args.work / "adapted", args.adapt_epochs, args.adapt_lr,
+               args.robust_dropout)
+
+
 def build_twig(args: argparse.Namespace) -> None:
-    train(args, "twig", args.work / "robust", args.work / "twig",
+    train(args, "twig", args.work / "adapted", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs)])
 
 
 def export(args: argparse.Namespace) -> None:
     """Both models in float16 safetensors where every command looks for them, and the demo picture."""
-    model, processor = load_llava(args.work / "robust")
+    model, processor = load_llava(args.work / "adapted")
     save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
-    load_tokenizer(args.work / "robust").save_pretrained(WORLD_BASE)
+    load_tokenizer(args.work / "adapted").save_pretrained(WORLD_BASE)
     twig = Twig.load(args.work / "twig", model.config)
     twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
     twig.half().save(WORLD_TWIG)
@@ -163,6 +187,8 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "deepen": (build_deepened, lambda a: a.work / "deepened" / "config.json"),
             "base": (build_base, lambda a: a.work / "base" / "config.json"),
             "robust": (build_robust, lambda a: a.work / "robust" / "config.json"),
+            "context": (build_context, lambda a: a.work / "context" / "context.json"),
+            "adapt": (build_adapted, lambda a: a.work / "adapted" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
             "export": (export, None)}
 
@@ -184,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robust-epochs", type=float, default=0.5, help="training with visual-token dropout")
     p.add_argument("--robust-lr", type=float, default=3e-4)
     p.add_argument("--robust-dropout", type=float, default=0.75, help="probability that a sample is pruned")
+    p.add_argument("--context-layers", type=int, default=2, help="context layers inserted into the tower")
+    p.add_argument("--context-steps", type=int, default=1000, help="their training steps (32 scenes)")
+    p.add_argument("--adapt-epochs", type=float, default=0.25, help="training of the base on the context layers")
+    p.add_argument("--adapt-lr", type=float, default=3e-4)
     p.add_argument("--twig-epochs", type=float, default=0.15)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)

@@ -45,7 +45,7 @@ TEMPLATES = {
     "color": "What color is the shape {at}?",
     "shape": "What shape is {at}?",
     "count": "How many shapes are there?",
-    "exist": "Is there {a} {color} {kind} in the image?",
+    "exist": "Is there {a} {color} shape in the image?",
     "where": "Where is the {color} {kind}?",
 }
 DESCRIBE_PROMPTS = (
@@ -189,24 +189,27 @@ def where_question(shape: Shape) -> QA:
     return short("where", TEMPLATES["where"].format(color=shape.color, kind=shape.kind), shape.region.capitalize())
 
 
-def exist_question(color: str, kind: str, present: bool) -> QA:
-    question = TEMPLATES["exist"].format(a=article(color), color=color, kind=kind)
+def exist_question(color: str, present: bool) -> QA:
+    """POPE-style existence of one object word ("a red shape"; colours are unique within a scene). Asked about
+    colour AND kind ("a red circle"), it stayed at chance for every base we trained (NOTES.md)."""
+    question = TEMPLATES["exist"].format(a=article(color), color=color)
     return short("exist", question, "Yes" if present else "No")
 
 
 def present_question(shape: Shape) -> QA:
-    return exist_question(shape.color, shape.kind, present=True)
+    return exist_question(shape.color, present=True)
 
 
 def absent_question(scene: Scene, rng: random.Random) -> QA:
-    """POPE-style negative; two thirds are hard: the colour of a shape that is there, or the kind of one."""
-    anchor = rng.choice(scene.shapes)
-    strategy = rng.choice(("same color", "same kind", "random"))
-    present = {(s.color, s.kind) for s in scene.shapes}
-    candidates = [(color, kind) for color in COLORS for kind in KINDS if (color, kind) not in present
-                  and (strategy != "same color" or color == anchor.color)
-                  and (strategy != "same kind" or kind == anchor.kind)]
-    return exist_question(*rng.choice(candidates), present=False)
+    """POPE-style negative: a colour no shape of the scene has."""
+    present = {s.color for s in scene.shapes}
+    return exist_question(rng.choice([color for color in COLORS if color not in present]), present=False)
+
+
+def existence_question(scene: Scene, shape: Shape, rng: random.Random) -> QA:
+    """Yes (about `shape`) or No, equally often whatever the number of shapes: a "Yes" for every shape asked
+    about once let a base answer from the count instead of looking (NOTES.md)."""
+    return present_question(shape) if rng.random() < 0.5 else absent_question(scene, rng)
 
 
 def count_question(scene: Scene) -> QA:
@@ -255,8 +258,11 @@ def conversation_for(scene: Scene, rng: random.Random) -> list[QA]:
     # A random subset of the shapes, each asked about once: the number of turns must not reveal the count,
     # and no turn may answer another (e.g. "Where is the red circle?" after "Is there a red circle?").
     subjects = rng.sample(scene.shapes, rng.randint(1, len(scene.shapes)))
-    turns = [rng.choice(ABOUT_ONE_SHAPE)(shape) for shape in subjects]
-    turns.append(count_question(scene) if rng.random() < 0.5 else absent_question(scene, rng))
+    turns = [existence_question(scene, shape, rng) if ask is present_question else ask(shape)
+             for shape, ask in ((shape, rng.choice(ABOUT_ONE_SHAPE)) for shape in subjects)]
+    others = [shape for shape in scene.shapes if shape not in subjects]  # a "Yes" about a subject could answer it
+    turns.append(existence_question(scene, rng.choice(others), rng) if others and rng.random() < 0.5
+                 else count_question(scene))
     rng.shuffle(turns)
     return turns
 

@@ -53,10 +53,15 @@ def patch_targets(scene: Scene) -> dict[str, Tensor]:
     return {"color": color_of[covering], "kind": kind_of[covering], "cell": cell}
 
 
+def draw_scenes(rng: random.Random, size: int, processor) -> tuple[list[Scene], Tensor]:
+    """`size` new scenes and their pixels [B, 3, 336, 336]."""
+    scenes = [random_scene(rng) for _ in range(size)]
+    return scenes, processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+
+
 def batch(rng: random.Random, size: int, processor) -> tuple[Tensor, dict[str, Tensor]]:
     """`size` new scenes: pixels [B, 3, 336, 336] and each target [B, SIDE * SIDE]."""
-    scenes = [random_scene(rng) for _ in range(size)]
-    pixels = processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+    scenes, pixels = draw_scenes(rng, size, processor)
     targets = [patch_targets(s) for s in scenes]
     return pixels, {name: torch.stack([t[name].flatten() for t in targets]) for name in HEADS}
 
@@ -86,15 +91,21 @@ def pretrain_tower(tower: nn.Module, select_layer: int, steps: int, batch_size: 
             scored = targets["color"] != 0 if name != "cell" else torch.ones_like(targets[name], dtype=torch.bool)
             hits = (logits.argmax(-1) == targets[name])[scored].float().mean().item()  # on shapes, not background
             recent[name] = (recent[name] + [hits])[-20:]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        progress.set_postfix(loss=f"{loss.item():.3f}", **{n: f"{sum(v) / len(v):.3f}" for n, v in recent.items()})
+        take_step(loss, optimizer, schedule, progress, recent)
     tower.eval().requires_grad_(False)
     accuracy = {name: sum(v) / len(v) for name, v in recent.items()}
     log.info("vision tower pretrained for %d steps; patch accuracy %s", steps, accuracy)
     return accuracy, heads.requires_grad_(False)
+
+
+def take_step(loss: Tensor, optimizer: torch.optim.Optimizer, schedule, progress: tqdm,
+              recent: dict[str, list[float]]) -> None:
+    """One optimiser step, then the loss and the running means of `recent` on the progress bar."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    progress.set_postfix(loss=f"{loss.item():.3f}", **{n: f"{sum(v) / len(v):.3f}" for n, v in recent.items()})
 
 
 def readout_weights(heads: nn.ModuleDict) -> tuple[Tensor, Tensor]:
