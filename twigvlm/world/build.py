@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 4 h 20 min on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 6 h on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -21,6 +21,8 @@ checkpoint):
   context    inserts context layers into the robust base's tower and trains them to say from every patch what the
              scene holds (twigvlm.world.context), as CLIP's patch tokens carry context of the whole image
   adapt      trains the base on, the same way as robust, to read them
+  bind       fine-tunes it in phases on drills that join a word of the question with the image
+             (twigvlm.world.bind: existence as text, long answers, echo questions), mixed with ordinary records
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -48,8 +50,8 @@ from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
 
-STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "context", "adapt", "twig",
-         "export")
+STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "context", "adapt", "bind",
+         "twig", "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
 # (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer). It learns with 8 layers (24 learn too slowly on
 # a CPU), which then move to 0, 2, ..., 14 of 24, below TTP's final wipe at 18 (twigvlm.world.deepen).
@@ -93,10 +95,12 @@ def build_init(args: argparse.Namespace) -> None:
     load_tokenizer(tokenizer_dir).save_pretrained(folder)
 
 
-def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: list[str]) -> None:
-    """twigvlm.train.train in a subprocess, with the training recipe of the world."""
+def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: list[str],
+          data: Path | None = None) -> None:
+    """twigvlm.train.train in a subprocess, with the training recipe of the world, on `data` (default: the training
+    set)."""
     command = [sys.executable, "-m", "twigvlm.train.train", "--train_mode", mode, "--model_name_or_path", str(base),
-               "--version", "v1", "--data_path", str(args.data / "train.json"), "--image_folder", str(args.data),
+               "--version", "v1", "--data_path", str(data or args.data / "train.json"), "--image_folder", str(args.data),
                "--image_aspect_ratio", "pad", "--group_by_modality_length", "True", "--output_dir", str(output),
                "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03",
                "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", "200",
@@ -107,10 +111,10 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
 
 
 def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float,
-               dropout: float = 0.0) -> None:
+               dropout: float = 0.0, data: Path | None = None) -> None:
     train(args, "base", start, output, ["--tune_vision_tower", "False", "--learning_rate", str(lr),
                                         "--num_train_epochs", str(epochs), "--gradient_accumulation_steps", "1",
-                                        "--visual_token_dropout", str(dropout), "--visual_token_dropout_K", str(K)])
+                                        "--visual_token_dropout", str(dropout), "--visual_token_dropout_K", str(K)], data)
 
 
 def build_shallow(args: argparse.Namespace) -> None:
@@ -160,17 +164,32 @@ def build_adapted(args: argparse.Namespace) -> None:
                args.robust_dropout)
 
 
+def build_bound(args: argparse.Namespace) -> None:
+    """One training run per drill phase, each from the previous one; the last writes work/bound."""
+    from twigvlm.world.bind import PHASES, drill_records
+
+    train_set = json.loads((args.data / "train.json").read_text())
+    start = args.work / "adapted"
+    for index, phase in enumerate(PHASES, start=1):
+        output = args.work / "bound" if index == len(PHASES) else args.work / f"bound-{index}"
+        if not (output / "config.json").exists():
+            data = args.work / f"bind-{index}.json"
+            data.write_text(json.dumps(drill_records(phase, train_set, args.seed, f"{args.seed}/bind/{index}")))
+            train_base(args, start, output, phase.epochs, phase.lr, args.bind_dropout, data)
+        start = output
+
+
 def build_twig(args: argparse.Namespace) -> None:
-    train(args, "twig", args.work / "adapted", args.work / "twig",
+    train(args, "twig", args.work / "bound", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs)])
 
 
 def export(args: argparse.Namespace) -> None:
     """Both models in float16 safetensors where every command looks for them, and the demo picture."""
-    model, processor = load_llava(args.work / "adapted")
+    model, processor = load_llava(args.work / "bound")
     save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
-    load_tokenizer(args.work / "adapted").save_pretrained(WORLD_BASE)
+    load_tokenizer(args.work / "bound").save_pretrained(WORLD_BASE)
     twig = Twig.load(args.work / "twig", model.config)
     twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
     twig.half().save(WORLD_TWIG)
@@ -189,6 +208,7 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "robust": (build_robust, lambda a: a.work / "robust" / "config.json"),
             "context": (build_context, lambda a: a.work / "context" / "context.json"),
             "adapt": (build_adapted, lambda a: a.work / "adapted" / "config.json"),
+            "bind": (build_bound, lambda a: a.work / "bound" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
             "export": (export, None)}
 
@@ -214,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context-steps", type=int, default=1000, help="their training steps (32 scenes)")
     p.add_argument("--adapt-epochs", type=float, default=0.25, help="training of the base on the context layers")
     p.add_argument("--adapt-lr", type=float, default=3e-4)
+    p.add_argument("--bind-dropout", type=float, default=0.5, help="probability that a drill sample is pruned")
     p.add_argument("--twig-epochs", type=float, default=0.15)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)
