@@ -50,6 +50,24 @@ def test_drill_turns_are_true_balanced_and_ask_each_colour_once(drill):
                 assert turn.answer.startswith("Yes" if color in present else "No")
 
 
+def test_where_turns_locate_shapes_and_never_ask_the_existence_of_a_located_colour():
+    rng = random.Random("where")
+    for _ in range(200):
+        scene = random_scene(rng)
+        by_color = {s.color: s for s in scene.shapes}
+        turns = drill_turns(scene, "where", rng)
+        colors = [asked_color(t.question) for t in turns]
+        assert len(colors) == len(set(colors))  # "Where is the red circle?" would answer "Is there a red shape?"
+        where = [t for t in turns if t.category == "where"]
+        assert len(where) == min(2, len(scene.shapes))
+        for turn, color in zip(turns, colors):
+            if turn.category == "where":
+                assert turn.answer == by_color[color].region.capitalize() and by_color[color].kind in turn.question
+            else:
+                assert turn.answer == ("Yes" if color in by_color else "No")
+        assert [t.answer for t in turns].count("No") == 1
+
+
 def test_drill_records_mix_drills_on_training_images_described_scenes_and_ordinary_records(tmp_path):
     (tmp_path / "images" / "train").mkdir(parents=True)
     train = [train_record(index, 0, tmp_path) for index in range(12)] + [{"id": "text-000000", "conversations": []}]

@@ -9,6 +9,8 @@ drills break the deadlock:
 - long answers that repeat the asked colour ("Yes, there is a red circle in the top left."): copying it pays at once;
 - echo: "What color is the red shape in the image?" -> "Red", the existence question's layout with an answer that
   is the asked colour itself, so routing it to the answer position lowers the loss on its own.
+A fourth uses the route: where questions in bulk ("Where is the red circle?", two per image), the routed colour
+joined with the visual tokens of that colour and read for their place.
 Each drill is mixed with ordinary training records, so the base keeps what it knows.
 """
 
@@ -19,9 +21,9 @@ from dataclasses import dataclass
 
 from twigvlm.world.build_data import llava_conversation, scene_rng
 from twigvlm.world.shapes import (COLORS, QA, REGIONS, TEMPLATES, Scene, article, describe, exist_question,
-                                  random_scene, short)
+                                  random_scene, short, where_question)
 
-DRILLS = ("exist", "long", "echo")
+DRILLS = ("exist", "long", "echo", "where")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class DrillPhase:
 PHASES = (DrillPhase("exist", 800, 1600, 1000, 1.0, 5e-4),
           DrillPhase("long", 1000, 5000, 800, 0.235, 8e-4),
           DrillPhase("echo", 1000, 3000, 800, 1.0, 5e-4),
-          DrillPhase("echo", 1400, 3000, 600, 1.0, 5e-4))
+          DrillPhase("echo", 1400, 3000, 600, 1.0, 5e-4),
+          DrillPhase("where", 1600, 2000, 600, 1.0, 5e-4))
 
 
 def echo_question(color: str) -> QA:
@@ -59,7 +62,10 @@ def long_existence(scene: Scene, color: str) -> QA:
 
 def drill_turns(scene: Scene, drill: str, rng: random.Random) -> list[QA]:
     """Up to two present and as many absent colours asked about, in random order; `echo` adds one echo turn about a
-    present colour not asked about (an echo presupposes its shape, so it must not give an existence answer away)."""
+    present colour not asked about (an echo presupposes its shape, so it must not give an existence answer away);
+    `where` asks where up to two shapes are, and existence of colours other than theirs."""
+    if drill == "where":
+        return where_turns(scene, rng)
     present = [s.color for s in scene.shapes]
     absent = [c for c in COLORS if c not in present]
     k = min(2, len(present), len(absent))
@@ -72,6 +78,19 @@ def drill_turns(scene: Scene, drill: str, rng: random.Random) -> list[QA]:
         unasked = [c for c in present if c not in {c for c, _ in asked}]
         turns += [echo_question(c) for c in unasked[:1]]
         rng.shuffle(turns)
+    return turns
+
+
+def where_turns(scene: Scene, rng: random.Random) -> list[QA]:
+    """Where are one or two shapes (their colours routed, like echo's, then their place read), plus a present and an
+    absent colour other than theirs: a where question presupposes its shape, so its colour is never asked."""
+    located = rng.sample(scene.shapes, min(2, len(scene.shapes)))
+    others = [s.color for s in scene.shapes if s not in located]
+    absent = [c for c in COLORS if c not in {s.color for s in scene.shapes}]
+    turns = [where_question(s) for s in located] + [exist_question(rng.choice(absent), False)]
+    if others:
+        turns.append(exist_question(rng.choice(others), True))
+    rng.shuffle(turns)
     return turns
 
 

@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 6 h on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 6.5 h on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -22,7 +22,7 @@ checkpoint):
              scene holds (twigvlm.world.context), as CLIP's patch tokens carry context of the whole image
   adapt      trains the base on, the same way as robust, to read them
   bind       fine-tunes it in phases on drills that join a word of the question with the image
-             (twigvlm.world.bind: existence as text, long answers, echo questions), mixed with ordinary records
+             (twigvlm.world.bind: existence as text, long answers, echo, where), mixed with ordinary records
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adapt-epochs", type=float, default=0.25, help="training of the base on the context layers")
     p.add_argument("--adapt-lr", type=float, default=3e-4)
     p.add_argument("--bind-dropout", type=float, default=0.5, help="probability that a drill sample is pruned")
-    p.add_argument("--twig-epochs", type=float, default=0.15)
+    p.add_argument("--twig-epochs", type=float, default=0.4)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
