@@ -78,6 +78,23 @@ def test_last_query_attention_is_the_last_row_of_the_softmax():
     torch.testing.assert_close(last_query_attention(q[:, :, -1:], k), full[:, :, -1], atol=1e-6, rtol=1e-5)
 
 
+def test_attention_of_rows_are_those_rows_of_transformers_eager_attention_weights():
+    ours, theirs, hf_rope = pair("eager")
+    x = torch.randn(2, 9, CFG.hidden_size)
+    positions = torch.arange(9)[None].expand(2, -1)
+    keys = torch.ones(2, 9, dtype=torch.bool)
+    keys[1, 7:] = False  # sample 1 is right-padded: its padding is never a key
+    allowed = causal_mask(9, 9, x.device)[None] & keys[:, None, :]  # [B, Q, S]
+    bias = torch.zeros(2, 1, 9, 9).masked_fill(~allowed[:, None], float("-inf"))
+    _, weights = theirs.self_attn(theirs.input_layernorm(x), position_embeddings=hf_rope(x, positions),
+                                  attention_mask=bias)  # [B, H, Q, S]
+    rows = torch.tensor([[8, 2], [6, 0]])
+    got = ours.attention_of_rows(x, Rope()(positions), rows, keys)
+    want = torch.stack([weights[b, :, rows[b]] for b in range(2)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert got[1, :, :, 7:].abs().max() == 0
+
+
 def test_padding_rows_never_see_other_padding_and_real_rows_never_see_padding():
     mask = padded_causal_mask(torch.tensor([[True, True, False]]))[0, 0]
     assert mask.tolist() == [[True, False, False], [True, True, False], [True, True, True]]

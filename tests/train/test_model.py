@@ -12,7 +12,9 @@ from twigvlm.inference.pruning import PruningPlan
 from twigvlm.model.checkpoint import make_image_processor
 from twigvlm.model.llava import next_token_loss
 from twigvlm.train.data import Collator, tokenize_conversation
-from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout, distillation_kl, pruned_hidden_states
+from twigvlm.constants import IGNORE_INDEX
+from twigvlm.train.model import (BaseTraining, TwigTraining, VisualTokenDropout, answer_start_rows, attention_kl,
+                                   distillation_kl, next_token_targets, pruned_hidden_states, teacher_layers)
 
 from train_helpers import gpt, human
 
@@ -94,6 +96,60 @@ def test_distillation_kl_is_kl_of_softened_distributions_times_t_squared():
     expected = (p * (p.log() - q.log())).sum(-1).mean() * 9
     torch.testing.assert_close(distillation_kl(student, teacher, temperature=3.0), expected)
     assert distillation_kl(teacher, teacher, 3.0).abs() < 1e-6
+
+
+def test_answer_start_rows_are_the_last_prompt_token_of_each_answer_of_image_samples(tiny_model, batch):
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    targets = next_token_targets(inputs.labels)
+    rows, valid = answer_start_rows(targets, inputs.visual_spans)
+    assert valid.sum(dim=1).tolist() == [1, 0, 2]  # one answer, a text-only sample, two answers
+    for b, q in zip(*valid.nonzero(as_tuple=True)):
+        r = rows[b, q]
+        assert targets[b, r] != IGNORE_INDEX and targets[b, r - 1] == IGNORE_INDEX  # the answer starts after r
+        assert r > inputs.visual_spans[b][0][1]  # the image is behind it
+
+
+def test_attention_kl_is_kl_of_the_valid_rows_only():
+    teacher, student = torch.rand(2, 3, 7).softmax(-1), torch.rand(2, 3, 7).softmax(-1)
+    valid = torch.tensor([[True, False, False], [True, True, False]])
+    expected = (teacher * (teacher.log() - student.log())).sum(-1)[valid].mean()
+    torch.testing.assert_close(attention_kl(student, teacher, valid), expected)
+    assert attention_kl(student, teacher, torch.zeros_like(valid)) == 0
+
+
+@pytest.mark.parametrize("T, teachers, copies", [(1, [2], True), (3, [4], True), (3, [6], False), (3, [4, 6], False)])
+def test_the_pruning_term_vanishes_when_the_twigs_last_layer_is_the_teacher(tiny_model, batch, T, teachers, copies):
+    """A fresh twig is a copy of base layers K..K+T-1 on h_K: its last layer attends exactly as base layer K+T-1."""
+    out = TwigTraining(tiny_model, K=2, T=T, prune_teacher_layers=teachers)(**batch)
+    assert (out["prune"].abs() < 1e-5) == copies
+    assert out["loss"] == out["ce"] + out["prune"]
+
+
+def test_the_pruning_term_teaches_the_twig_to_attend_as_the_teacher_layer(tiny_model, batch):
+    module = TwigTraining(tiny_model, K=2, T=2, prune_teacher_layers=[5, 6], prune_weight=10.0)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    prune = []
+    for _ in range(8):
+        out = module(**batch)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        prune.append(out["prune"].item())
+    assert prune[-1] < 0.5 * prune[0]
+
+
+@pytest.mark.parametrize("layer", [1, 8])
+def test_a_pruning_teacher_outside_the_base_above_K_is_refused(tiny_model, layer):
+    with pytest.raises(ValueError, match=r"base layers 2\.\.7 only"):
+        TwigTraining(tiny_model, K=2, T=3, prune_teacher_layers=[3, layer])
+
+
+def test_teacher_layers_are_the_pruned_layers_or_the_named_ones():
+    assert teacher_layers("pruned", K=2, N=32) == list(range(2, 24))  # up to the final wipe
+    assert teacher_layers("12", K=2, N=32) == [12]
+    assert teacher_layers("2-4,9", K=2, N=32) == [2, 3, 4, 9]
+    with pytest.raises(ValueError, match="'2-x' is not 'pruned' nor layers"):
+        teacher_layers("2-x", K=2, N=32)
 
 
 def test_checkpointing_gives_the_same_gradients(tiny_model, batch):
@@ -182,3 +238,11 @@ def test_visual_token_dropout_flags_are_checked(flags, message):
 
     with pytest.raises(ValueError, match=message):
         TwigArguments(**{"train_mode": "base", **flags})
+
+
+def test_a_pruning_teacher_is_for_twig_training_only():
+    from twigvlm.train.arguments import TwigArguments
+
+    with pytest.raises(ValueError, match="--train_mode twig"):
+        TwigArguments(train_mode="base", prune_teacher_layers="12")
+    assert "KL(base layers 12 || twig)" in TwigArguments(prune_teacher_layers="12").describe_loss()

@@ -109,3 +109,11 @@ def test_base_mode_trains_projector_and_language_model_into_a_loadable_llava(lla
         load_pretrained_model(llava_dir)[0]("Where is the red circle?").input_ids
     assert json.loads((out / "twigvlm_args.json").read_text())["recipe"]["mode"] == "base"
 
+
+
+def test_a_run_with_a_pruning_teacher_logs_its_term_and_records_it_in_the_twig(llava_dir, data_path, tmp_path):
+    out = main(arguments(llava_dir, data_path, tmp_path, "--max_steps", "2", "--prune_teacher_layers", "3-5"))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all("loss_prune" in entry and "loss_ce" in entry for entry in history if "loss" in entry)
+    training = Twig.load(out, load_pretrained_model(llava_dir)[1].config).config.training
+    assert (training["prune_teacher_layers"], training["prune_weight"]) == ("3-5", 1.0)

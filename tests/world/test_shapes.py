@@ -267,11 +267,12 @@ def test_the_test_split_has_llava_question_lines_and_a_matching_answer_key(datas
     assert all((eval_out / "images" / q["image"]).is_file() and "<image>" not in q["text"] for q in questions)
 
 
-def test_quick_subsets_are_the_short_questions_and_the_descriptions_of_the_first_test_images(dataset):
-    _, eval_out = dataset  # 4 test images: fewer than either subset's count, so every question of its kind
+def test_subsets_are_the_short_questions_and_the_descriptions_of_the_first_test_images(dataset):
+    _, eval_out = dataset  # 4 test images: fewer than any subset's count, so every question of its kind
     questions = read_jsonl(eval_out / "llava_shapes_test.jsonl")
-    assert read_jsonl(eval_out / "llava_shapes_test_short.jsonl") == [q for q in questions
-                                                                       if q["category"] != "describe"]
+    short = [q for q in questions if q["category"] != "describe"]
+    assert read_jsonl(eval_out / "llava_shapes_test_short.jsonl") == short
+    assert read_jsonl(eval_out / "llava_shapes_test_short_all.jsonl") == short
     assert read_jsonl(eval_out / "llava_shapes_test_describe.jsonl") == [q for q in questions
                                                                           if q["category"] == "describe"]
 

@@ -124,15 +124,23 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
-    """Attention probabilities of one query row to every key: q_last [B, H, 1, D], k [B, Hkv, S, D] -> [B, H, S].
+def query_attention(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Attention probabilities of some query rows to the keys, in float32: q [B, H, Q, D], k [B, Hkv, S, D], mask
+    broadcastable to [B, H, Q, S] (True = attend; None: every key) -> [B, H, Q, S].
 
-    Computed beside the main kernel (which never materialises probabilities), in float32. The row is the LAST
-    token of the sequence, so it sees every key and needs no mask.
+    Computed beside the main kernel, which never materialises probabilities.
     """
-    k = repeat_kv(k, q_last.shape[1] // k.shape[1])
-    scores = torch.matmul(q_last.float(), k.float().transpose(2, 3)) / math.sqrt(q_last.shape[-1])  # [B, H, 1, S]
-    return scores.softmax(dim=-1).squeeze(2)
+    k = repeat_kv(k, q.shape[1] // k.shape[1])
+    scores = torch.matmul(q.float(), k.float().transpose(2, 3)) / math.sqrt(q.shape[-1])  # [B, H, Q, S]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
+    """q_last [B, H, 1, D], k [B, Hkv, S, D] -> [B, H, S]. The row is the LAST token of the sequence, so it sees
+    every key and needs no mask."""
+    return query_attention(q_last, k).squeeze(2)
 
 
 class Attention(nn.Module):
@@ -147,13 +155,18 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
         self.implementation = implementation
 
+    def project(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, Q, C] -> q [B, H, Q, D] and k, v [B, Hkv, Q, D], q and k rotated to their positions."""
+        b, q_len, _ = x.shape
+        q = self.q_proj(x).view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rotary(q, *rope), apply_rotary(k, *rope), v
+
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], kv: tuple[KVStore, int] | None,
                 mask: Tensor | None, score_last: bool) -> tuple[Tensor, Tensor | None]:
         b, q_len, _ = x.shape
-        q = self.q_proj(x).view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Q, D]
-        k = self.k_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, Q, D]
-        v = self.v_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k, v = self.project(x, rope)  # [B, H, Q, D], [B, Hkv, Q, D] x 2
         if kv is not None:
             store, layer = kv
             k, v = store.update(layer, k, v)  # [B, Hkv, S, D]
@@ -189,6 +202,17 @@ class DecoderLayer(nn.Module):
         attn, scores = self.self_attn(self.input_layernorm(x), rope, kv, mask, score_last)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), scores
+
+    def attention_of_rows(self, x: Tensor, rope: tuple[Tensor, Tensor], rows: Tensor,
+                          key_valid: Tensor | None = None) -> Tensor:
+        """This layer's attention probabilities [B, H, Q, S] of the rows `rows` [B, Q] of its input x [B, S, C]
+        (no cache: causal, and keys where key_valid [B, S] is False are never attended)."""
+        q, k, _ = self.self_attn.project(self.input_layernorm(x), rope)  # [B, H, S, D], [B, Hkv, S, D]
+        q = q.gather(2, rows[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))  # [B, H, Q, D]
+        mask = rows[:, :, None] >= torch.arange(x.shape[1], device=x.device)  # [B, Q, S]: causal
+        if key_valid is not None:
+            mask = mask & key_valid[:, None, :]
+        return query_attention(q, k, mask[:, None])
 
 
 def run_layers(layers: Sequence[DecoderLayer], x: Tensor, rope: tuple[Tensor, Tensor], cache: KVStore | None = None,

@@ -60,6 +60,11 @@ class TwigArguments:
         "help": "ce: next-token cross-entropy (public recipe); kl: distil the base's logits; ce+kl: both"})
     kl_weight: float = field(default=0.1, metadata={"help": "weight of the KL term in ce+kl (TwigVLM++: 0.1)"})
     kl_temperature: float = field(default=5.0, metadata={"help": "softmax temperature of the KL term (TwigVLM++: 5)"})
+    prune_teacher_layers: str | None = field(default=None, metadata={
+        "help": "twig mode: also train the twig's pruning attention (its last layer, from the last prompt token) to "
+                "match the mean attention of these base layers over the visual tokens (KL): 'pruned' (the layers "
+                "[K, F) that see the kept tokens) or layers like '12' or '2-17'"})
+    prune_weight: float = field(default=1.0, metadata={"help": "weight of the --prune_teacher_layers term"})
     tune_vision_tower: bool = field(default=False, metadata={"help": "base mode: train the vision tower too"})
     visual_token_dropout: float = field(default=0.0, metadata={
         "help": "base mode: probability that a sample is pruned as inference prunes (random visual tokens for layers "
@@ -74,14 +79,20 @@ class TwigArguments:
             raise ValueError(f"--visual_token_dropout is a probability in [0, 1], got {self.visual_token_dropout}")
         if self.visual_token_dropout and self.train_mode != "base":
             raise ValueError("--visual_token_dropout trains a base to tolerate pruning: use it with --train_mode base")
+        if self.prune_teacher_layers is not None and self.train_mode != "twig":
+            raise ValueError("--prune_teacher_layers teaches a twig where to look: use it with --train_mode twig")
         if self.kl_temperature <= 0:
             raise ValueError(f"--kl_temperature must be > 0, got {self.kl_temperature}")
 
     def describe_loss(self) -> str:
         if self.loss == "ce":
-            return "next-token cross-entropy"
-        kl = f"KL(base || twig) at temperature {self.kl_temperature}"
-        return kl if self.loss == "kl" else f"cross-entropy + {self.kl_weight} x {kl}"
+            loss = "next-token cross-entropy"
+        else:
+            kl = f"KL(base || twig) at temperature {self.kl_temperature}"
+            loss = kl if self.loss == "kl" else f"cross-entropy + {self.kl_weight} x {kl}"
+        if self.prune_teacher_layers is None:
+            return loss
+        return f"{loss} + {self.prune_weight} x KL(base layers {self.prune_teacher_layers} || twig) of visual attention"
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 - `TwigTraining`: the frozen base is a plain attribute, NOT a submodule, so DeepSpeed/ZeRO see, optimise, partition
   and checkpoint the twig alone (checkpoints stay small, the base cannot change). Only the draft path runs:
-  embeddings and base layers [0, K) without gradients, then the twig with them. Layers [K, N) run only when the
-  loss distils the base's logits into the twig.
+  embeddings and base layers [0, K) without gradients, then the twig with them. Layers above K run only when the
+  loss distils the base's logits or attention into the twig.
 - `BaseTraining`: the whole LLaVA model is the module; the projector and the language model learn (and the vision
   tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout. With `VisualTokenDropout`,
   samples are pruned as inference prunes them (random visual tokens for layers [K, F), none after F), so that a
   base with no redundancy of its own learns to tolerate pruning as LLaVA-1.5 does.
 
 Both score only the answer positions (where the next token is learnt): next-token cross-entropy, and/or
-KL(base || twig) at a temperature.
+KL(base || twig) at a temperature. A twig may also learn where to look (TwigVLM++'s attention KL): its last layer's
+attention from the last prompt token over the visual tokens, which TTP ranks by, is pulled towards the mean attention
+of chosen base layers (by default those that see the kept tokens, [K, F)).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,53 @@ def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Ten
     return F.kl_div(log_q, log_p, log_target=True, reduction="sum") * temperature ** 2 / max(len(student), 1)
 
 
+def answer_start_rows(targets: Tensor, visual_spans: list[list[tuple[int, int]]]) -> tuple[Tensor, Tensor]:
+    """The rows where an answer's first token is learnt (the last prompt token of each turn, the row TTP scores
+    from) of the samples with one image: targets [B, L] -> rows [B, Q] and their validity [B, Q] (a sample with
+    fewer answers is padded with other rows, marked invalid)."""
+    learnt = targets != IGNORE_INDEX
+    starts = learnt & ~F.pad(learnt[:, :-1], (1, 0), value=False)  # [B, L]
+    starts &= torch.tensor([len(spans) == 1 for spans in visual_spans], device=targets.device)[:, None]
+    return kept_layout(starts)
+
+
+def visual_distribution(attention: Tensor, visual: Tensor) -> Tensor:
+    """Attention [B, H, Q, S] -> its head mean over the visual keys visual [B, S], renormalised [B, Q, S]: what TTP
+    ranks by (dividing by the visual share changes no ranking)."""
+    p = attention.mean(dim=1) * visual[:, None]  # [B, Q, S]
+    return p / p.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def attention_kl(student: Tensor, teacher: Tensor, valid: Tensor) -> Tensor:
+    """KL(teacher || student) of distributions [B, Q, S], mean over the valid [B, Q] rows; 0 when none is."""
+    kl = (torch.xlogy(teacher, teacher) - teacher * student.clamp_min(1e-12).log()).sum(dim=-1)  # [B, Q]
+    return (kl * valid).sum() / valid.sum().clamp_min(1)
+
+
+def visual_key_mask(inputs: MultimodalInputs) -> Tensor:
+    """[B, L] True at the visual tokens of the samples with one image."""
+    visual = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
+    for b, spans in enumerate(inputs.visual_spans):
+        if len(spans) == 1:
+            visual[b, spans[0][0]:spans[0][1]] = True
+    return visual
+
+
+def teacher_layers(spec: str, K: int, N: int) -> list[int]:
+    """`--prune_teacher_layers`: "pruned" (the layers [K, F) that see the kept tokens), or base layers and
+    inclusive ranges, e.g. "12" or "2-17,20"."""
+    if spec == "pruned":
+        return list(range(K, default_finalwipe_layer(N)))
+    layers = []
+    try:
+        for part in spec.split(","):
+            first, _, last = part.partition("-")
+            layers += range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise ValueError(f"--prune_teacher_layers '{spec}' is not 'pruned' nor layers like '12' or '2-17,20'") from None
+    return layers
+
+
 def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
@@ -65,11 +114,19 @@ class TwigTraining(nn.Module):
     commit_file = TWIG_CONFIG_NAME  # the file a saved twig is complete with (written last)
 
     def __init__(self, base: LlavaLlamaForCausalLM, K: int, T: int, loss: str = "ce", kl_weight: float = 0.1,
-                 kl_temperature: float = 5.0, max_length: int | None = None):
+                 kl_temperature: float = 5.0, max_length: int | None = None,
+                 prune_teacher_layers: Sequence[int] = (), prune_weight: float = 1.0):
         super().__init__()
         self.__dict__["base"] = base.eval().requires_grad_(False)  # a plain attribute: invisible to DeepSpeed
         self.twig = Twig.from_base(base, K, T).float()  # trainable weights start in full precision
         self.terms = {"ce": {"ce": 1.0}, "kl": {"kl": 1.0}, "ce+kl": {"ce": 1.0, "kl": kl_weight}}[loss]
+        N = base.config.num_hidden_layers
+        if any(not K <= layer < N for layer in prune_teacher_layers):
+            raise ValueError(f"--prune_teacher_layers {list(prune_teacher_layers)}: the twig can learn from base "
+                             f"layers {K}..{N - 1} only (at or above K={K})")
+        if prune_teacher_layers:
+            self.terms["prune"] = prune_weight
+        self.prune_teacher_layers = sorted(set(prune_teacher_layers))
         self.kl_temperature, self.max_length = kl_temperature, max_length
         self.checkpointing = False
         self.config = SimpleNamespace(hidden_size=base.config.hidden_size)  # read by DeepSpeed's "auto" bucket sizes
@@ -84,7 +141,8 @@ class TwigTraining(nn.Module):
         with torch.no_grad():
             inputs = base.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
             h_k = base.hidden_states(inputs, base.layers[:self.twig.K])  # [B, L, C]
-        h = self._twig_layers(inputs, h_k)  # [B, L, C]
+        h_last_in = self._twig_layers(inputs, h_k, self.twig.layers[:-1])  # [B, L, C]: the last layer's input
+        h = self._twig_layers(inputs, h_last_in, self.twig.layers[-1:])  # [B, L, C]
         targets = next_token_targets(inputs.labels)  # [B, L]
         rows = targets != IGNORE_INDEX
         logits = self.twig.lm_head(self.twig.norm(h[rows]))  # [M, V]
@@ -93,12 +151,31 @@ class TwigTraining(nn.Module):
             parts["ce"] = cross_entropy(logits, targets[rows])
         if "kl" in self.terms:
             parts["kl"] = distillation_kl(logits, self._target_logits(inputs, h_k, rows), self.kl_temperature)
+        if "prune" in self.terms:
+            parts["prune"] = self._pruning_kl(inputs, h_k, h_last_in, targets)
         loss = sum(weight * parts[name] for name, weight in self.terms.items())
         return {"loss": loss, **{name: part.detach() for name, part in parts.items()}}
 
-    def _twig_layers(self, inputs: MultimodalInputs, h_k: Tensor) -> Tensor:
-        run = functools.partial(self.base.hidden_states, inputs, self.twig.layers)
-        return checkpoint(run, h_k, use_reentrant=False) if self.checkpointing and self.training else run(h_k)
+    def _twig_layers(self, inputs: MultimodalInputs, h: Tensor, layers: nn.ModuleList) -> Tensor:
+        run = functools.partial(self.base.hidden_states, inputs, layers)
+        return checkpoint(run, h, use_reentrant=False) if self.checkpointing and self.training else run(h)
+
+    def _pruning_kl(self, inputs: MultimodalInputs, h_k: Tensor, h_last_in: Tensor, targets: Tensor) -> Tensor:
+        """KL(teacher || twig's last layer) of the last prompt token's attention over the visual tokens, the teacher
+        being the mean over the teacher layers of the base: the twig learns to rank visual tokens as the deeper base
+        attends to them (TTP ranks by this attention)."""
+        rows, valid = answer_start_rows(targets, inputs.visual_spans)  # [B, Q]
+        visual, rope, keys = visual_key_mask(inputs), self.base.rope(inputs.position_ids), inputs.attention_mask
+        student = visual_distribution(self.twig.layers[-1].attention_of_rows(h_last_in, rope, rows, keys), visual)
+        with torch.no_grad():
+            teacher, h = [], h_k
+            for i in range(self.twig.K, self.prune_teacher_layers[-1] + 1):
+                if i in self.prune_teacher_layers:
+                    attention = self.base.layers[i].attention_of_rows(h, rope, rows, keys)  # [B, H, Q, S]
+                    teacher.append(visual_distribution(attention, visual))
+                h = self.base.hidden_states(inputs, self.base.layers[i:i + 1], hidden=h)  # [B, L, C]
+            teacher = torch.stack(teacher).mean(dim=0)  # [B, Q, S]
+        return attention_kl(student, teacher, valid)
 
     @torch.no_grad()
     def _target_logits(self, inputs: MultimodalInputs, h_k: Tensor, rows: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from twigvlm.model.tokenizer import load_tokenizer
 from twigvlm.train.arguments import (DataArguments, ModelArguments, TrainingArguments, TwigArguments,
                                      check_against_base, parse_arguments)
 from twigvlm.train.data import Collator, LlavaDataset, checked_records
-from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout
+from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout, teacher_layers
 from twigvlm.train.trainer import TwigVLMTrainer, last_checkpoint
 
 log = logging.getLogger("twigvlm.train")
@@ -76,8 +76,10 @@ def build_module(twig_args: TwigArguments, base: nn.Module, tokenizer, image_pro
     if twig_args.train_mode == "base":
         dropout = VisualTokenDropout(twig_args.visual_token_dropout, twig_args.visual_token_dropout_K)
         return BaseTraining(base, tokenizer, image_processor, twig_args.tune_vision_tower, max_length, dropout)
+    teachers = (teacher_layers(twig_args.prune_teacher_layers, twig_args.twig_K, base.config.num_hidden_layers)
+                if twig_args.prune_teacher_layers else [])
     return TwigTraining(base, twig_args.twig_K, twig_args.twig_T, twig_args.loss, twig_args.kl_weight,
-                        twig_args.kl_temperature, max_length)
+                        twig_args.kl_temperature, max_length, teachers, twig_args.prune_weight)
 
 
 def describe_run(module: nn.Module, dataset: LlavaDataset, model_args: ModelArguments, data_args: DataArguments,

@@ -49,9 +49,9 @@ class TwigVLMTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        for name in ("ce", "kl"):
-            if name in outputs:
-                self._loss_parts[name].append(outputs[name])
+        for name, part in outputs.items():
+            if name != "loss":  # the terms of the loss, detached
+                self._loss_parts[name].append(part)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -68,8 +68,10 @@ class TwigVLMTrainer(Trainer):
         """How the model was trained, recorded with it (TwigConfig.training for a twig)."""
         args, twig, data = self.args, self.run_config["twig"], self.run_config["data"]
         kl = {"kl_weight": twig["kl_weight"], "kl_temperature": twig["kl_temperature"]} if twig["loss"] != "ce" else {}
+        prune = ({"prune_teacher_layers": twig["prune_teacher_layers"], "prune_weight": twig["prune_weight"]}
+                 if twig.get("prune_teacher_layers") is not None else {})
         return {
-            "mode": twig["train_mode"], "loss": twig["loss"], **kl, "steps": self.state.global_step,
+            "mode": twig["train_mode"], "loss": twig["loss"], **kl, **prune, "steps": self.state.global_step,
             "epochs": args.num_train_epochs, "learning_rate": args.learning_rate,
             "lr_scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
             "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay,

@@ -23,7 +23,8 @@ checkpoint):
   adapt      trains the base on, the same way as robust, to read them
   bind       fine-tunes it in phases on drills that join a word of the question with the image
              (twigvlm.world.bind: existence as text, long answers, echo, where), mixed with ordinary records
-  twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train
+  twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train: next-token cross-entropy, and
+             its pruning attention taught by the base layers that see the kept tokens (--prune_teacher_layers)
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
              image to assets/
 """
@@ -182,7 +183,8 @@ def build_bound(args: argparse.Namespace) -> None:
 def build_twig(args: argparse.Namespace) -> None:
     train(args, "twig", args.work / "bound", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
-           "--num_train_epochs", str(args.twig_epochs)])
+           "--num_train_epochs", str(args.twig_epochs), "--prune_teacher_layers", args.twig_prune_teachers,
+           "--prune_weight", str(args.twig_prune_weight)])
 
 
 def export(args: argparse.Namespace) -> None:
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bind-dropout", type=float, default=0.5, help="probability that a drill sample is pruned")
     p.add_argument("--twig-epochs", type=float, default=0.4)
     p.add_argument("--twig-lr", type=float, default=1e-3)
+    p.add_argument("--twig-prune-teachers", default="pruned",
+                   help="base layers whose attention the twig's pruning attention learns (--prune_teacher_layers)")
+    p.add_argument("--twig-prune-weight", type=float, default=10.0, help="weight of that attention KL (--prune_weight)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     for step in args.steps:

@@ -105,16 +105,18 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-# Quick subsets of the test split (for sweeps on a CPU): suffix -> (images, which questions).
-QUICK_SUBSETS = {"_short": (150, lambda category: category != "describe"),
-                 "_describe": (50, lambda category: category == "describe")}
+# Subsets of the test split (sweeps on a CPU): suffix -> (first images, None = all; which questions).
+SUBSETS = {"_short_all": (None, lambda category: category != "describe"),
+           "_short": (150, lambda category: category != "describe"),
+           "_describe": (50, lambda category: category == "describe")}
 
 
-def write_quick_subsets(eval_out: Path, questions: list[dict]) -> None:
-    """llava_shapes_test_short.jsonl (short questions on the first 150 test images) and _describe (descriptions of
-    the first 50): `QUESTION_FILE=... bash scripts/v1_5/eval/shapes.sh` runs them."""
+def write_subsets(eval_out: Path, questions: list[dict]) -> None:
+    """llava_shapes_test_short_all.jsonl (every short question: the split's short-answer score without its slow
+    descriptions), _short (short questions on the first 150 test images) and _describe (descriptions of the first
+    50): `QUESTION_FILE=... bash scripts/v1_5/eval/shapes.sh` runs them."""
     images = sorted({question["image"] for question in questions})
-    for suffix, (count, wanted) in QUICK_SUBSETS.items():
+    for suffix, (count, wanted) in SUBSETS.items():
         first = set(images[:count])
         write_jsonl(eval_out / f"llava_shapes_test{suffix}.jsonl",
                     (q for q in questions if q["image"] in first and wanted(q["category"])))
@@ -134,7 +136,7 @@ def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: 
     pairs = [pair for lines in per_image for pair in lines]
     write_jsonl(eval_out / "llava_shapes_test.jsonl", (question for question, _ in pairs))
     write_jsonl(eval_out / "answers_gt.jsonl", (answer for _, answer in pairs))
-    write_quick_subsets(eval_out, [question for question, _ in pairs])
+    write_subsets(eval_out, [question for question, _ in pairs])
 
     log.info("wrote %d training conversations (%d images, %d text-only) to %s, the tokenizer corpus to %s, and "
              "%d test questions on %d images to %s", len(records), train_images, text_only, out / "train.json",

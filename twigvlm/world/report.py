@@ -1,9 +1,11 @@
 """Accuracy against the visual-token budget R on the shapes world: a table and a plot from the scores of
 `scripts/v1_5/eval/shapes.sh` runs.
 
-    for R in 192 128 64; do for p in twig fastv random; do bash scripts/v1_5/eval/shapes.sh -R $R -p $p; done; done
-    bash scripts/v1_5/eval/shapes.sh --no-prune
-    python -m twigvlm.world.report --plot assets/shapes_accuracy_vs_R.png
+    export QUESTION_FILE=playground/data/eval/shapes/llava_shapes_test_short_all.jsonl  # short questions only
+    for R in 192 128 64; do for p in twig fastv random; do
+        bash scripts/v1_5/eval/shapes.sh -R $R -p $p -s autoregressive; done; done
+    bash scripts/v1_5/eval/shapes.sh --no-prune -s autoregressive
+    python -m twigvlm.world.report --subset _short_all --plot assets/shapes_accuracy_vs_R.png
 
 Relative accuracy is the paper's: a run's accuracy over the unpruned model's, in percent.
 """
