@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from twigvlm.inference.streaming import GREEN
-from twigvlm.world.shapes import color_question, demo_scene, describe
+from twigvlm.world.shapes import SHORT_ANSWER_SUFFIX, color_question, demo_scene, describe
 
 pytestmark = pytest.mark.needs_world
 
@@ -64,3 +64,23 @@ def test_the_chat_loop_reads_turns_until_end_of_input():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ASSISTANT: ") == 2
     assert GREEN not in result.stdout  # not a terminal: plain text
+
+
+def answers_of(stdout: str) -> list[str]:
+    """Every answer of a chat (piped input leaves each answer on the line of its 'USER: ' prompt)."""
+    return [line.partition("ASSISTANT: ")[2].strip() for line in stdout.splitlines() if "ASSISTANT: " in line]
+
+
+def test_short_answers_ends_each_typed_question_with_llavas_short_answer_prompt():
+    asked = [color_question(shape) for shape in SCENE.shapes[:2]]
+    typed = "".join(qa.question.removesuffix(SHORT_ANSWER_SUFFIX) + "\n" for qa in asked)  # as a user types them
+    result = run_demo("--short-answers", stdin=typed)
+    assert result.returncode == 0, result.stderr
+    assert answers_of(result.stdout) == [qa.answer for qa in asked]
+
+
+def test_the_chat_tells_how_to_ask_the_tiny_world():
+    result = run_demo(stdin="")
+    assert result.returncode == 0, result.stderr
+    assert "--short-answers" in result.stderr and "Describe the image in detail." in result.stderr
+    assert "--short-answers" not in run_demo("--short-answers", stdin="").stderr

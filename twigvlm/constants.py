@@ -16,3 +16,6 @@ DEFAULT_IM_START_TOKEN = "<im_start>"
 DEFAULT_IM_END_TOKEN = "<im_end>"
 # What `llava/eval/run_llava.py` lets a user write in a query to say where the image goes.
 IMAGE_PLACEHOLDER = "<image-placeholder>"
+# The line LLaVA-1.5 puts after a question (and a newline) on its short-answer benchmarks (VQAv2, GQA, TextVQA, MME,
+# POPE...), and trains on in llava_v1_5_mix665k.
+SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."

@@ -15,6 +15,7 @@ from twigvlm.train.data import Collator, tokenize_conversation
 from twigvlm.constants import IGNORE_INDEX
 from twigvlm.train.model import (BaseTraining, TwigTraining, VisualTokenDropout, answer_start_rows, attention_kl,
                                    distillation_kl, next_token_targets, pruned_hidden_states, teacher_layers)
+from twigvlm.testing.checkpoints import to_transformers_llava
 
 from train_helpers import gpt, human
 
@@ -219,10 +220,11 @@ def test_visual_token_dropout_draws_plans_over_every_depth_of_pruning():
     assert VisualTokenDropout(prob=0.0).plan(24, 576) is None
 
 
+@pytest.mark.parametrize("ranked", [0.0, 1.0])
 def test_base_training_with_visual_token_dropout_learns_from_pruned_samples_only_in_training(tiny_model, tokenizer,
-                                                                                           batch):
+                                                                                           batch, ranked):
     module = BaseTraining(copy.deepcopy(tiny_model), tokenizer, make_image_processor(336),
-                          dropout=VisualTokenDropout(prob=1.0, K=2))
+                          dropout=VisualTokenDropout(prob=1.0, K=2, ranked=ranked))
     whole = BaseTraining(copy.deepcopy(tiny_model), tokenizer, make_image_processor(336))
     with torch.no_grad():
         torch.testing.assert_close(module.eval()(**batch)["loss"], whole.eval()(**batch)["loss"])
@@ -232,6 +234,7 @@ def test_base_training_with_visual_token_dropout_learns_from_pruned_samples_only
 
 
 @pytest.mark.parametrize("flags, message", [({"visual_token_dropout": 1.5}, "a probability"),
+                                            ({"visual_token_dropout_ranked": -0.1}, "a share"),
                                             ({"visual_token_dropout": 0.5, "train_mode": "twig"}, "--train_mode base")])
 def test_visual_token_dropout_flags_are_checked(flags, message):
     from twigvlm.train.arguments import TwigArguments
@@ -240,9 +243,62 @@ def test_visual_token_dropout_flags_are_checked(flags, message):
         TwigArguments(**{"train_mode": "base", **flags})
 
 
+def test_the_dropout_flags_reach_the_base_training_module(tiny_model, tokenizer):
+    from twigvlm.train.arguments import TwigArguments
+    from twigvlm.train.train import build_module
+
+    flags = TwigArguments(train_mode="base", visual_token_dropout=0.5, visual_token_dropout_K=3,
+                          visual_token_dropout_ranked=0.25)
+    module = build_module(flags, tiny_model, tokenizer, make_image_processor(336), 2048)
+    assert module.dropout == VisualTokenDropout(prob=0.5, K=3, ranked=0.25)
+
+
 def test_a_pruning_teacher_is_for_twig_training_only():
     from twigvlm.train.arguments import TwigArguments
 
     with pytest.raises(ValueError, match="--train_mode twig"):
         TwigArguments(train_mode="base", prune_teacher_layers="12")
     assert "KL(base layers 12 || twig)" in TwigArguments(prune_teacher_layers="12").describe_loss()
+
+
+def test_ranked_dropout_keeps_what_the_base_attends_to_most_over_the_pruned_layers(tiny_model, tokenizer, batch):
+    """Scores of a ranked sample = the mean over layers [K, F) of the head-mean attention from its first answer's
+    start row over its visual tokens, as transformers' eager attention gives them for the sample alone."""
+    module = BaseTraining(tiny_model, tokenizer, make_image_processor(336),
+                          dropout=VisualTokenDropout(prob=1.0, K=2, ranked=1.0))
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    targets = next_token_targets(inputs.labels)
+    N = tiny_model.config.num_hidden_layers
+    plans = [PruningPlan("fastv", R=100, K=2), None, PruningPlan("fastv", R=100, K=2)]
+    kept_plans, scores = module._own_ranking(inputs, targets, plans)
+    assert kept_plans == plans and scores[1] is None
+    hf = to_transformers_llava(tiny_model, image_token_id=0).model.language_model
+    hf.config._attn_implementation = "eager"
+    F = plans[0].wipe_layer(N)
+    for b in (0, 2):
+        length = int(inputs.attention_mask[b].sum())
+        (start, end), = inputs.visual_spans[b]
+        row = int((targets[b] != IGNORE_INDEX).nonzero()[0])  # the last prompt token of the first answer
+        attentions = hf(inputs_embeds=inputs.embeds[b:b + 1, :length], output_attentions=True).attentions
+        maps = [a[0, :, row, start:end].mean(dim=0) for a in attentions[2:F]]  # [V] each
+        expected = torch.stack([m / m.sum() for m in maps]).mean(dim=0)
+        torch.testing.assert_close(scores[b], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ranked_dropout_prunes_at_random_where_no_answer_is_left_to_rank_from(tiny_model, tokenizer, batch):
+    module = BaseTraining(tiny_model, tokenizer, make_image_processor(336),
+                          dropout=VisualTokenDropout(prob=1.0, K=2, ranked=1.0))
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    no_answers = torch.full_like(inputs.labels, IGNORE_INDEX)
+    plans, scores = module._own_ranking(inputs, no_answers, [PruningPlan("fastv", R=100, K=2), None, None])
+    assert plans[0].method == "random" and scores == [None, None, None]
+
+
+def test_visual_token_dropout_ranks_the_asked_share_of_pruned_samples():
+    torch.manual_seed(0)
+    methods = [VisualTokenDropout(prob=1.0, ranked=0.25).plan(24, 576).method for _ in range(400)]
+    assert 60 < methods.count("fastv") < 140 and set(methods) == {"fastv", "random"}
+    torch.manual_seed(0)
+    plain = [VisualTokenDropout(prob=1.0).plan(24, 576) for _ in range(20)]
+    torch.manual_seed(0)
+    assert [VisualTokenDropout(prob=1.0, ranked=0.0).plan(24, 576) for _ in range(20)] == plain

@@ -7,7 +7,7 @@ import pytest
 
 from twigvlm.world.bind import DrillPhase, drill_records, drill_turns, echo_question, long_existence
 from twigvlm.world.build_data import scene_rng, train_record
-from twigvlm.world.shapes import COLORS, SHORT_ANSWER_PROMPT, TEMPLATES, Scene, Shape, parse_description, random_scene
+from twigvlm.world.shapes import COLORS, SHORT_ANSWER_SUFFIX, TEMPLATES, Scene, Shape, parse_description, random_scene
 
 SCENE = Scene((Shape("circle", "red", "top left", (56, 56), 84), Shape("square", "blue", "center", (168, 168), 70)))
 
@@ -18,11 +18,11 @@ def asked_color(question: str) -> str:
 
 def test_echo_answers_the_asked_colour_in_the_existence_layout():
     qa = echo_question("orange")
-    assert qa.answer == "Orange" and qa.question.endswith("shape in the image?" + SHORT_ANSWER_PROMPT)
+    assert qa.answer == "Orange" and qa.question.endswith("shape in the image?" + SHORT_ANSWER_SUFFIX)
     exist = TEMPLATES["exist"].format(a="an", color="orange")
     # the colour sits as many words from the end as in the existence question, so a route learnt for one serves both
     assert qa.question.split().index("orange") - len(qa.question.split()) == \
-        (exist + SHORT_ANSWER_PROMPT).split().index("orange") - len((exist + SHORT_ANSWER_PROMPT).split())
+        (exist + SHORT_ANSWER_SUFFIX).split().index("orange") - len((exist + SHORT_ANSWER_SUFFIX).split())
 
 
 def test_long_existence_names_the_asked_colour_and_states_the_shape_or_its_absence():

@@ -11,7 +11,7 @@ from PIL import Image
 from twigvlm.conversation import conv_templates
 from twigvlm.world.build_data import main as build_data
 from twigvlm.world.shapes import (CATEGORIES, CELL, COLORS, IMAGE_SIZE, KINDS, MAX_SHAPES, REGIONS,
-                                  QA, SHORT_ANSWER_PROMPT, SIZE_RANGE, Scene, Shape, color_question,
+                                  QA, SHORT_ANSWER_SUFFIX, SIZE_RANGE, Scene, Shape, color_question,
                                   conversation_for, count_question, demo_scene, describe, parse_description,
                                   present_question, questions_for, random_scene, region_cell, render, shape_question,
                                   text_only_conversation, where_question)
@@ -115,14 +115,14 @@ def test_questions_about_a_known_scene_have_the_right_answers():
              count_question(KNOWN): ("How many shapes are there?", "3"),
              present_question(blue_square): ("Is there a blue shape in the image?", "Yes")}
     for qa, (question, answer) in cases.items():
-        assert (qa.question, qa.answer) == (question + SHORT_ANSWER_PROMPT, answer)
+        assert (qa.question, qa.answer) == (question + SHORT_ANSWER_SUFFIX, answer)
 
 
 def test_short_questions_end_with_llavas_short_answer_prompt():
-    assert SHORT_ANSWER_PROMPT == "\nAnswer the question using a single word or phrase."
+    assert SHORT_ANSWER_SUFFIX == "\nAnswer the question using a single word or phrase."
     for scene, rng in random_scenes(50):
         for qa in questions_for(scene, rng):
-            assert qa.question.endswith(SHORT_ANSWER_PROMPT) == (qa.category != "describe")
+            assert qa.question.endswith(SHORT_ANSWER_SUFFIX) == (qa.category != "describe")
 
 
 def test_region_questions_name_an_occupied_region_and_answer_with_its_shape():

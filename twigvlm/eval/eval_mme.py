@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
+from twigvlm.constants import SHORT_ANSWER_PROMPT
 from twigvlm.eval.files import read_jsonl
 from twigvlm.eval.scores import add_score_arguments, publish
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
-SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 YES_NO_PROMPT = "Please answer yes or no."
 
 

@@ -31,9 +31,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from twigvlm.constants import SHORT_ANSWER_PROMPT
 from twigvlm.eval.files import write_json
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
 YES_NO = "Please answer yes or no."
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle"]
@@ -82,7 +82,7 @@ def write_gqa(eval_dir: Path, n: int) -> Path:
         qid, image_id = str(20000 + i), f"n{1000 + i}"
         save_picture(root / "data" / "images" / f"{image_id}.jpg", i)
         question, answer, structural = gqa_question(i)
-        questions.append({"question_id": qid, "image": f"{image_id}.jpg", "text": f"{question}\n{SHORT_ANSWER}"})
+        questions.append({"question_id": qid, "image": f"{image_id}.jpg", "text": f"{question}\n{SHORT_ANSWER_PROMPT}"})
         truth[qid] = {"imageId": image_id, "question": question, "answer": answer, "fullAnswer": f"{answer}.",
                       "isBalanced": True, "groups": {"global": None, "local": None}, "entailed": [],
                       "equivalent": [qid], "semantic": [], "semanticStr": "",
@@ -111,7 +111,7 @@ def write_mme(eval_dir: Path, n: int) -> Path:
                  (f"Is there a {other} {shape} in the image?", "No")]
         truth_file.parent.mkdir(parents=True, exist_ok=True)
         truth_file.write_text("".join(f"{q} {YES_NO}\t{a}\n" for q, a in pairs), encoding="utf-8")
-        questions += [{"question_id": image, "image": image, "text": f"{q}\n{SHORT_ANSWER}", "category": subtask}
+        questions += [{"question_id": image, "image": image, "text": f"{q}\n{SHORT_ANSWER_PROMPT}", "category": subtask}
                       for q, _ in pairs]
     return write_jsonl(root / "llava_mme.jsonl", questions)
 
@@ -192,7 +192,7 @@ def write_textvqa(eval_dir: Path, n: int) -> Path:
             (f"what is written next to the {SHAPES[i % len(SHAPES)]}?", "hello")
         ocr = ", ".join(["hello", "world", str(i)])
         questions.append({"question_id": image_id, "image": f"{image_id}.jpg",
-                          "text": f"{question}\nReference OCR token: {ocr}\n{SHORT_ANSWER}"})
+                          "text": f"{question}\nReference OCR token: {ocr}\n{SHORT_ANSWER_PROMPT}"})
         annotations.append({"question": question, "image_id": image_id, "image_classes": ["Poster"],
                             "flickr_original_url": "", "flickr_300k_url": "", "image_width": 24,
                             "image_height": 18, "answers": [answer] * 7 + ["red"] * 3,
@@ -211,7 +211,7 @@ def write_vqav2(eval_dir: Path, n: int) -> Path:
         image_id = 262144 + i
         image = save_picture(root / "test2015" / f"COCO_test2015_{image_id:012d}.jpg", i)
         question, _ = colour_question(i)
-        questions.append({"question_id": image_id * 1000, "image": image, "text": f"{question}\n{SHORT_ANSWER}",
+        questions.append({"question_id": image_id * 1000, "image": image, "text": f"{question}\n{SHORT_ANSWER_PROMPT}",
                           "category": "default"})
     write_jsonl(root / "llava_vqav2_mscoco_test2015.jsonl", questions)
     return write_jsonl(root / "llava_vqav2_mscoco_test-dev2015.jsonl", questions[:n])
@@ -227,7 +227,7 @@ def write_pope(eval_dir: Path, n: int) -> Path:
             image = save_picture(root / "val2014" / f"COCO_val2014_{310196 + i:012d}.jpg", i)
             text = f"Is there a {SHAPES[(i + c) % 3]} in the image?"
             labels.append({"question_id": i + 1, "image": image, "text": text, "label": ("yes", "no")[i % 2]})
-            questions.append({"question_id": 1000 * c + i + 1, "image": image, "text": f"{text}\n{SHORT_ANSWER}",
+            questions.append({"question_id": 1000 * c + i + 1, "image": image, "text": f"{text}\n{SHORT_ANSWER_PROMPT}",
                               "category": category})
         write_jsonl(root / "coco" / f"coco_pope_{category}.json", labels)
     return write_jsonl(root / "llava_pope_test.jsonl", questions)

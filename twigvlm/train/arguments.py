@@ -70,6 +70,9 @@ class TwigArguments:
         "help": "base mode: probability that a sample is pruned as inference prunes (random visual tokens for layers "
                 "[K, F), none after F), so that the base learns to tolerate pruning"})
     visual_token_dropout_K: int = field(default=2, metadata={"help": "base mode: layers [0, K) see every visual token"})
+    visual_token_dropout_ranked: float = field(default=0.0, metadata={
+        "help": "base mode: share of the pruned samples that keep the visual tokens the base itself attends to most "
+                "(layers [K, F), as a twig learns to rank) instead of random ones"})
 
     def __post_init__(self) -> None:
         if self.train_mode == "base" and self.loss != "ce":
@@ -77,6 +80,8 @@ class TwigArguments:
                              f"itself with --loss ce")
         if not 0 <= self.visual_token_dropout <= 1:
             raise ValueError(f"--visual_token_dropout is a probability in [0, 1], got {self.visual_token_dropout}")
+        if not 0 <= self.visual_token_dropout_ranked <= 1:
+            raise ValueError(f"--visual_token_dropout_ranked is a share in [0, 1], got {self.visual_token_dropout_ranked}")
         if self.visual_token_dropout and self.train_mode != "base":
             raise ValueError("--visual_token_dropout trains a base to tolerate pruning: use it with --train_mode base")
         if self.prune_teacher_layers is not None and self.train_mode != "twig":

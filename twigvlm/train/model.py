@@ -6,8 +6,9 @@
   loss distils the base's logits or attention into the twig.
 - `BaseTraining`: the whole LLaVA model is the module; the projector and the language model learn (and the vision
   tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout. With `VisualTokenDropout`,
-  samples are pruned as inference prunes them (random visual tokens for layers [K, F), none after F), so that a
-  base with no redundancy of its own learns to tolerate pruning as LLaVA-1.5 does.
+  samples are pruned as inference prunes them (for layers [K, F) random visual tokens, or those the base itself
+  attends to most; none after F), so that a base with no redundancy of its own learns to tolerate pruning as
+  LLaVA-1.5 does.
 
 Both score only the answer positions (where the next token is learnt): next-token cross-entropy, and/or
 KL(base || twig) at a temperature. A twig may also learn where to look (TwigVLM++'s attention KL): its last layer's
@@ -105,6 +106,21 @@ def teacher_layers(spec: str, K: int, N: int) -> list[int]:
     return layers
 
 
+@torch.no_grad()
+def base_visual_attention(base: LlavaLlamaForCausalLM, inputs: MultimodalInputs, h: Tensor, first: int,
+                          layers: Sequence[int], rows: Tensor) -> Tensor:
+    """The base's own reading of the image: the mean over `layers` (each >= `first`) of visual_distribution of their
+    attention from rows [B, Q]; h [B, L, C] enters layer `first`. -> [B, Q, L]"""
+    visual, rope, keys = visual_key_mask(inputs), base.rope(inputs.position_ids), inputs.attention_mask
+    maps, last = [], max(layers)
+    for i in range(first, last + 1):
+        if i in layers:
+            maps.append(visual_distribution(base.layers[i].attention_of_rows(h, rope, rows, keys), visual))
+        if i < last:
+            h = base.hidden_states(inputs, base.layers[i:i + 1], hidden=h)  # [B, L, C]
+    return torch.stack(maps).mean(dim=0)
+
+
 def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
@@ -165,16 +181,10 @@ class TwigTraining(nn.Module):
         being the mean over the teacher layers of the base: the twig learns to rank visual tokens as the deeper base
         attends to them (TTP ranks by this attention)."""
         rows, valid = answer_start_rows(targets, inputs.visual_spans)  # [B, Q]
-        visual, rope, keys = visual_key_mask(inputs), self.base.rope(inputs.position_ids), inputs.attention_mask
-        student = visual_distribution(self.twig.layers[-1].attention_of_rows(h_last_in, rope, rows, keys), visual)
-        with torch.no_grad():
-            teacher, h = [], h_k
-            for i in range(self.twig.K, self.prune_teacher_layers[-1] + 1):
-                if i in self.prune_teacher_layers:
-                    attention = self.base.layers[i].attention_of_rows(h, rope, rows, keys)  # [B, H, Q, S]
-                    teacher.append(visual_distribution(attention, visual))
-                h = self.base.hidden_states(inputs, self.base.layers[i:i + 1], hidden=h)  # [B, L, C]
-            teacher = torch.stack(teacher).mean(dim=0)  # [B, Q, S]
+        rope, keys = self.base.rope(inputs.position_ids), inputs.attention_mask
+        attention = self.twig.layers[-1].attention_of_rows(h_last_in, rope, rows, keys)  # [B, H, Q, S]
+        student = visual_distribution(attention, visual_key_mask(inputs))  # [B, Q, S]
+        teacher = base_visual_attention(self.base, inputs, h_k, self.twig.K, self.prune_teacher_layers, rows)
         return attention_kl(student, teacher, valid)
 
     @torch.no_grad()
@@ -199,13 +209,17 @@ class TwigTraining(nn.Module):
 # --- pruning in training ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VisualTokenDropout:
-    """With probability `prob` a sample with an image is pruned at random: layers [K, F) see `rank` of its visual
-    tokens, drawn log-uniformly from [min_keep, V] (most prunes are deep ones, as R=64 is), layers [F, N) none."""
+    """With probability `prob` a sample with an image is pruned: layers [K, F) see `rank` of its visual tokens, drawn
+    log-uniformly from [min_keep, V] (most prunes are deep ones, as R=64 is), layers [F, N) none. The tokens kept
+    are random ones or, for a share `ranked` of the pruned samples, those the base itself attends to most (method
+    "fastv" here: scores from its own attention, over layers [K, F) as a twig learns to rank): a base that only
+    ever saw random subsets, mostly background, misreads the shape-heavy subsets attention keeps (counting)."""
 
     prob: float = 0.0
     K: int = 2
     F: int | None = None  # None: three quarters of the depth, as inference
     min_keep: int = 4
+    ranked: float = 0.0
 
     def plan(self, num_layers: int, num_visual: int) -> PruningPlan | None:
         """A random pruning plan for one sample (torch's global generator), or None to leave it whole."""
@@ -215,7 +229,8 @@ class VisualTokenDropout:
         low, high = math.log(min(self.min_keep, num_visual)), math.log(num_visual)
         rank = round(math.exp(low + (high - low) * torch.rand(()).item()))
         R = (self.K * num_visual + (F - self.K) * rank) / num_layers  # the average R that keeps `rank`
-        return PruningPlan("random", R=R * (1 - 1e-9), K=self.K, F=F, seed=int(torch.randint(2 ** 31, ())))
+        method = "fastv" if self.ranked and torch.rand(()) < self.ranked else "random"  # no extra draw at 0
+        return PruningPlan(method, R=R * (1 - 1e-9), K=self.K, F=F, seed=int(torch.randint(2 ** 31, ())))
 
 
 def kept_layout(keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,11 +252,11 @@ def restrict(inputs: MultimodalInputs, hidden: Tensor, current: Tensor, keep: Te
     return dataclasses.replace(inputs, attention_mask=valid, position_ids=positions), h, order
 
 
-def pruned_hidden_states(llava: LlavaLlamaForCausalLM, inputs: MultimodalInputs,
-                         plans: list[PruningPlan | None]) -> tuple[Tensor, Tensor, Tensor]:
-    """The base's layers over a batch in which sample b is pruned per plans[b] (None: whole), as inference's
-    prefill prunes: -> hidden [B, L', C] of the rows that reach the top, their original rows [B, L'] and validity
-    [B, L']."""
+def pruned_hidden_states(llava: LlavaLlamaForCausalLM, inputs: MultimodalInputs, plans: list[PruningPlan | None],
+                         scores: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The base's layers over a batch in which sample b is pruned per plans[b] (None: whole; a plan other than
+    random keeps the top scores[b] [V]), as inference's prefill prunes: -> hidden [B, L', C] of the rows that reach
+    the top, their original rows [B, L'] and validity [B, L']."""
     N, mask = llava.config.num_hidden_layers, inputs.attention_mask  # [B, L]
     active = [p for p in plans if p is not None]
     if not active:
@@ -256,7 +271,7 @@ def pruned_hidden_states(llava: LlavaLlamaForCausalLM, inputs: MultimodalInputs,
             continue
         (start, end), = inputs.visual_spans[b]
         V = end - start
-        kept = select_visual_tokens(plan, None, V, plan.rank(N, V), mask.device)
+        kept = select_visual_tokens(plan, scores[b] if scores else None, V, plan.rank(N, V), mask.device)
         middle[b, start:end] = False
         middle[b, start + kept] = True
         top[b, start:end] = False
@@ -292,11 +307,32 @@ class BaseTraining(nn.Module):
         targets = next_token_targets(inputs.labels)  # [B, L]; a pruned row's target is never learnt
         plans = [self.dropout.plan(llava.config.num_hidden_layers, spans[0][1] - spans[0][0])
                  if self.training and len(spans) == 1 else None for spans in inputs.visual_spans]
-        h, rows, valid = pruned_hidden_states(llava, inputs, plans)  # [B, L', C], [B, L'], [B, L']
+        plans, scores = self._own_ranking(inputs, targets, plans)
+        h, rows, valid = pruned_hidden_states(llava, inputs, plans, scores)  # [B, L', C], [B, L'], [B, L']
         targets = targets.gather(1, rows).masked_fill(~valid, IGNORE_INDEX)  # [B, L']
         learnt = targets != IGNORE_INDEX
         logits = llava.lm_head(llava.model.norm(h[learnt]))  # [M, V]
         return {"loss": cross_entropy(logits, targets[learnt])}
+
+    @torch.no_grad()
+    def _own_ranking(self, inputs: MultimodalInputs, targets: Tensor, plans: list[PruningPlan | None]
+                     ) -> tuple[list[PruningPlan | None], list[Tensor | None]]:
+        """Scores [V] for each ranked plan: the base's attention over the image from its first answer's start row,
+        averaged over layers [K, F) (the ranking a twig learns); None for the others. A ranked sample with no answer
+        left (truncated) is pruned at random instead."""
+        rows, valid = answer_start_rows(targets, inputs.visual_spans)  # [B, Q]
+        ranked = [plan is not None and plan.method != "random" and rows.shape[1] > 0 and bool(valid[b, 0])
+                  for b, plan in enumerate(plans)]
+        plans = [dataclasses.replace(plan, method="random") if plan is not None and not r else plan
+                 for plan, r in zip(plans, ranked)]
+        if not any(ranked):
+            return plans, [None] * len(plans)
+        llava, plan = self.llava, next(p for p, r in zip(plans, ranked) if r)
+        K, F = plan.K, plan.wipe_layer(llava.config.num_hidden_layers)
+        h_k = llava.hidden_states(inputs, llava.layers[:K])  # [B, L, C]
+        attention = base_visual_attention(llava, inputs, h_k, K, range(K, F), rows[:, :1])[:, 0]  # [B, L]
+        return plans, [attention[b, slice(*spans[0])] if r else None
+                       for b, (r, spans) in enumerate(zip(ranked, inputs.visual_spans))]
 
     def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
         """Write the model in LLaVA's layout (config.json with the vision tower's config, weights, tokenizer, image

@@ -74,7 +74,8 @@ def base_dtype(twig_args: TwigArguments, args: TrainingArguments) -> torch.dtype
 def build_module(twig_args: TwigArguments, base: nn.Module, tokenizer, image_processor, max_length: int) -> nn.Module:
     """The module Trainer trains: a twig on the frozen base, or the base itself."""
     if twig_args.train_mode == "base":
-        dropout = VisualTokenDropout(twig_args.visual_token_dropout, twig_args.visual_token_dropout_K)
+        dropout = VisualTokenDropout(twig_args.visual_token_dropout, twig_args.visual_token_dropout_K,
+                                     ranked=twig_args.visual_token_dropout_ranked)
         return BaseTraining(base, tokenizer, image_processor, twig_args.tune_vision_tower, max_length, dropout)
     teachers = (teacher_layers(twig_args.prune_teacher_layers, twig_args.twig_K, base.config.num_hidden_layers)
                 if twig_args.prune_teacher_layers else [])

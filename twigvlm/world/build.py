@@ -1,6 +1,6 @@
 """Build the tiny world from nothing: data, tokenizer, a LLaVA-1.5-layout base trained from scratch, its twig.
 
-    python -m twigvlm.world.build                 # everything (about 6.5 h on 2 CPU cores)
+    python -m twigvlm.world.build                 # everything (about 7 h on 2 CPU cores)
     python -m twigvlm.world.build --steps twig export
 
 Steps (each skipped when its output exists, so an interrupted build resumes; training resumes from its last
@@ -23,6 +23,9 @@ checkpoint):
   adapt      trains the base on, the same way as robust, to read them
   bind       fine-tunes it in phases on drills that join a word of the question with the image
              (twigvlm.world.bind: existence as text, long answers, echo, where), mixed with ordinary records
+  rank       trains it on with visual-token dropout of which a share keeps the visual tokens the base itself attends
+             to most (--visual_token_dropout_ranked): a base that saw only random subsets, mostly background, misreads
+             the shape-heavy subsets that attention-ranked pruning keeps (it miscounted)
   twig       trains a twig (K=2, T=3) on the frozen base with twigvlm.train.train: next-token cross-entropy, and
              its pruning attention taught by the base layers that see the kept tokens (--prune_teacher_layers)
   export     writes both, in float16 safetensors, to checkpoints/ (the defaults of every command), and the demo
@@ -52,7 +55,7 @@ from twigvlm.world.shapes import demo_scene
 log = logging.getLogger("twigvlm.world")
 
 STEPS = ("data", "tokenizer", "vision", "init", "shallow", "deepen", "base", "robust", "context", "adapt", "bind",
-         "twig", "export")
+         "rank", "twig", "export")
 # The base: narrow but 24 layers deep, so a K=2, T=3 draft is much cheaper than the target and R=64 is reachable
 # (layers [0, 2) alone average 2*576/24 = 48 visual tokens per layer). It learns with 8 layers (24 learn too slowly on
 # a CPU), which then move to 0, 2, ..., 14 of 24, below TTP's final wipe at 18 (twigvlm.world.deepen).
@@ -112,10 +115,11 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
 
 
 def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float,
-               dropout: float = 0.0, data: Path | None = None) -> None:
+               dropout: float = 0.0, data: Path | None = None, ranked: float = 0.0) -> None:
     train(args, "base", start, output, ["--tune_vision_tower", "False", "--learning_rate", str(lr),
                                         "--num_train_epochs", str(epochs), "--gradient_accumulation_steps", "1",
-                                        "--visual_token_dropout", str(dropout), "--visual_token_dropout_K", str(K)], data)
+                                        "--visual_token_dropout", str(dropout), "--visual_token_dropout_K", str(K),
+                                        "--visual_token_dropout_ranked", str(ranked)], data)
 
 
 def build_shallow(args: argparse.Namespace) -> None:
@@ -180,8 +184,13 @@ def build_bound(args: argparse.Namespace) -> None:
         start = output
 
 
+def build_ranked(args: argparse.Namespace) -> None:
+    train_base(args, args.work / "bound", args.work / "ranked", args.rank_epochs, args.rank_lr, args.robust_dropout,
+               ranked=args.rank_share)
+
+
 def build_twig(args: argparse.Namespace) -> None:
-    train(args, "twig", args.work / "bound", args.work / "twig",
+    train(args, "twig", args.work / "ranked", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs), "--prune_teacher_layers", args.twig_prune_teachers,
            "--prune_weight", str(args.twig_prune_weight)])
@@ -189,9 +198,9 @@ def build_twig(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Both models in float16 safetensors where every command looks for them, and the demo picture."""
-    model, processor = load_llava(args.work / "bound")
+    model, processor = load_llava(args.work / "ranked")
     save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
-    load_tokenizer(args.work / "bound").save_pretrained(WORLD_BASE)
+    load_tokenizer(args.work / "ranked").save_pretrained(WORLD_BASE)
     twig = Twig.load(args.work / "twig", model.config)
     twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
     twig.half().save(WORLD_TWIG)
@@ -211,6 +220,7 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
             "context": (build_context, lambda a: a.work / "context" / "context.json"),
             "adapt": (build_adapted, lambda a: a.work / "adapted" / "config.json"),
             "bind": (build_bound, lambda a: a.work / "bound" / "config.json"),
+            "rank": (build_ranked, lambda a: a.work / "ranked" / "config.json"),
             "twig": (build_twig, lambda a: a.work / "twig" / "twig_config.json"),
             "export": (export, None)}
 
@@ -237,11 +247,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adapt-epochs", type=float, default=0.25, help="training of the base on the context layers")
     p.add_argument("--adapt-lr", type=float, default=3e-4)
     p.add_argument("--bind-dropout", type=float, default=0.5, help="probability that a drill sample is pruned")
+    p.add_argument("--rank-epochs", type=float, default=0.12, help="training with attention-ranked dropout too")
+    p.add_argument("--rank-lr", type=float, default=3e-4)
+    p.add_argument("--rank-share", type=float, default=0.5,
+                   help="share of the pruned samples that keep the tokens the base attends to most")
     p.add_argument("--twig-epochs", type=float, default=0.4)
     p.add_argument("--twig-lr", type=float, default=1e-3)
     p.add_argument("--twig-prune-teachers", default="pruned",
                    help="base layers whose attention the twig's pruning attention learns (--prune_teacher_layers)")
-    p.add_argument("--twig-prune-weight", type=float, default=10.0, help="weight of that attention KL (--prune_weight)")
+    p.add_argument("--twig-prune-weight", type=float, default=20.0, help="weight of that attention KL (--prune_weight)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     for step in args.steps:

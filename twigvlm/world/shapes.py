@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from twigvlm.constants import SHORT_ANSWER_PROMPT
+
 IMAGE_SIZE = 336  # LLaVA-1.5's CLIP input: 24 x 24 patches of 14 px
 GRID = 3
 CELL = IMAGE_SIZE // GRID  # 112 px = 8 patches
@@ -40,7 +42,7 @@ REGIONS: dict[str, str] = {
 }
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")  # up to MAX_SHAPES, for "There are three shapes"
 
-SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."  # LLaVA-1.5's VQA prompt, verbatim
+SHORT_ANSWER_SUFFIX = "\n" + SHORT_ANSWER_PROMPT  # how short questions end (LLaVA-1.5's training mix)
 TEMPLATES = {
     "color": "What color is the shape {at}?",
     "shape": "What shape is {at}?",
@@ -174,7 +176,7 @@ def article(word: str) -> str:
 
 
 def short(category: str, question: str, answer: str) -> QA:
-    return QA(category, question + SHORT_ANSWER_PROMPT, answer)
+    return QA(category, question + SHORT_ANSWER_SUFFIX, answer)
 
 
 def color_question(shape: Shape) -> QA:
