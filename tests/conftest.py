@@ -14,10 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from twigvlm.testing.checkpoints import (TinySpec, fake_hf_cache, random_llava, write_clip, write_llava,
-                                         write_llava_hf)
+from twigvlm.model.tiny import TinySpec, random_llava, write_clip
+from twigvlm.testing.checkpoints import fake_hf_cache, write_llava, write_llava_hf
 from twigvlm.testing.tokenizer import build_tiny_tokenizer
-from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
+
+ROOT = Path(__file__).resolve().parents[1]
+WORLD_BASE = ROOT / "checkpoints" / "llava-shapes-tiny"  # the bundled tiny world
+WORLD_TWIG = ROOT / "checkpoints" / "TwigVLM-shapes-tiny-K2-T3"
+DEMO_IMAGE = ROOT / "assets" / "shapes.png"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -153,6 +157,66 @@ def make_prompt(tokenizer):
 def pixel_values(images, tiny_model):
     """The fixture images as LLaVA-1.5 preprocesses them ('pad'): [3, 3, 336, 336]."""
     from twigvlm.mm_utils import process_images
-    from twigvlm.model.checkpoint import make_image_processor
+    from twigvlm.model.vision import make_image_processor
 
     return process_images(images, make_image_processor(336), tiny_model.config)
+
+
+# --- Qwen2.5-VL ------------------------------------------------------------------------------------------------------
+# 8 decoder layers (K=2, F=6: retain ratios in (0.25, 0.75] are reachable); layers >= 4 barely move the residual
+# stream, so a twig copy agrees well. Images become a few dozen visual tokens (max_pixels = 64 tokens).
+QWEN_IMAGE_SIZES = [(230, 150), (112, 112), (300, 96), (150, 260)]  # (width, height): several aspect ratios
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(fixtures_dir) -> Path:
+    from twigvlm.testing.qwen import build_qwen_tokenizer
+
+    return build_qwen_tokenizer(fixtures_dir / "qwen-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def qwen_model(qwen_tokenizer_dir):
+    """A random tiny Qwen2.5-VL in memory (float32, eval, frozen)."""
+    from twigvlm.testing.qwen import qwen_config, random_qwen
+
+    return random_qwen(qwen_config(qwen_tokenizer_dir), quiet_from=4)
+
+
+@pytest.fixture(scope="session")
+def qwen_hub_dir(fixtures_dir, qwen_model, qwen_tokenizer_dir) -> Path:
+    """The hub layout of Qwen/Qwen2.5-VL-*-Instruct: model.*/visual.* keys, flat config, sharded safetensors."""
+    from twigvlm.testing.qwen import write_qwen
+
+    return write_qwen(qwen_model, fixtures_dir / "qwen2.5-vl-tiny", qwen_tokenizer_dir, "hub")
+
+
+@pytest.fixture(scope="session")
+def qwen_hf_dir(fixtures_dir, qwen_model, qwen_tokenizer_dir) -> Path:
+    """As transformers saves it: model.language_model.*/model.visual.* keys, nested config."""
+    from twigvlm.testing.qwen import write_qwen
+
+    return write_qwen(qwen_model, fixtures_dir / "qwen2.5-vl-tiny-hf", qwen_tokenizer_dir, "transformers")
+
+
+@pytest.fixture(scope="session")
+def qwen_processor(qwen_hub_dir):
+    from twigvlm.model.qwen2_5_vl import Qwen2_5_VLProcessor
+
+    return Qwen2_5_VLProcessor.from_pretrained(qwen_hub_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_images() -> list[Image.Image]:
+    return [make_image(seed, size) for seed, size in enumerate(QWEN_IMAGE_SIZES)]
+
+
+@pytest.fixture(scope="session")
+def qwen_inputs(qwen_processor):
+    """(question, images) -> the processor's inputs for one user turn (the images first), the answer left open."""
+    def build(question: str, images: list) -> dict:
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
+        text = qwen_processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        return dict(qwen_processor(text=[text], images=images or None, return_tensors="pt"))
+
+    return build

@@ -15,7 +15,7 @@ from twigvlm.constants import IMAGE_TOKEN_INDEX
 from twigvlm.conversation import conv_templates
 from twigvlm.mm_utils import (expand2square, get_model_name_from_path, load_image, process_images,
                               tokenizer_image_token, with_image_tag)
-from twigvlm.model.checkpoint import make_image_processor
+from twigvlm.model.vision import make_image_processor
 from twigvlm.model.tokenizer import load_tokenizer
 
 CLIP_MEAN_COLOUR = (122, 116, 104)  # int(255 * m) for CLIP's mean (0.48145466, 0.4578275, 0.40821073)

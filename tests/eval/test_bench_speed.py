@@ -49,3 +49,15 @@ def test_pruned_runs_keep_R_visual_tokens_per_layer_on_average(result):
 def test_speedups_are_relative_to_autoregressive_without_pruning(result):
     baseline = result["runs"][0]
     assert (baseline["strategy"], baseline["pruning"], baseline["speedup"]) == ("autoregressive", "none", 1.0)
+
+
+def test_a_qwen_shaped_model_runs_every_setup_with_a_retain_ratio():
+    out = subprocess.run([sys.executable, "-m", "twigvlm.eval.bench_speed", "--random-model", "qwen-tiny", "--device",
+                          "cpu", "--prompts", "1", "--repeats", "1", "--max-new-tokens", "8", "--retain-ratio", "0.2",
+                          "--json"], capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(out.stdout)
+    assert result["family"] == "qwen2_5_vl"
+    runs = {(run["strategy"], run["pruning"]): run for run in result["runs"]}
+    assert runs["autoregressive", "none"]["visual_tokens_average"] == 256  # a 448 x 448 px image
+    assert runs["self_speculative", "twig"]["R"] == pytest.approx(0.2 * 256)
+    assert all(run["same_output_as_autoregressive"] for run in result["runs"] if run["strategy"] == "self_speculative")

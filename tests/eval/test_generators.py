@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from twigvlm.eval import model_vqa_loader, model_vqa_science
-from twigvlm.eval.answering import chat_prompt, get_chunk
+from twigvlm.eval.answering import first_turn, get_chunk
 from twigvlm.eval.model_vqa_mmbench import mmbench_samples
 from twigvlm.eval.speed import speed_summary
+from twigvlm.model.llava import LlavaChatFormat, LlavaConfig
 from twigvlm.testing.benchmarks import write_benchmark, write_benchmarks, write_twig
 
 TIMINGS = {"prefill_time", "decoding_time", "decoding_tokens_per_second", "tokens_per_second"}
@@ -74,10 +75,13 @@ def without_ids_and_timings(answers: list[dict]) -> list[dict]:
 
 # --- prompts -----------------------------------------------------------------------------------------------------
 def test_the_image_tag_opens_the_users_turn_of_the_vicuna_template():
-    assert chat_prompt("What is it?", True, "vicuna_v1", False) == f"{SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
-    assert chat_prompt("What is it?", True, "vicuna_v1", True) == \
-        f"{SYSTEM} USER: <im_start><image><im_end>\nWhat is it? ASSISTANT:"
-    assert chat_prompt("What is it?", False, "vicuna_v1", False) == f"{SYSTEM} USER: What is it? ASSISTANT:"
+    def prompt(question: str, has_image: bool, im_start_end: bool) -> str:
+        chat = LlavaChatFormat(None, None, LlavaConfig(mm_use_im_start_end=im_start_end), "vicuna_v1")
+        return chat.prompt(first_turn(question, has_image))
+
+    assert prompt("What is it?", True, False) == f"{SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
+    assert prompt("What is it?", True, True) == f"{SYSTEM} USER: <im_start><image><im_end>\nWhat is it? ASSISTANT:"
+    assert prompt("What is it?", False, False) == f"{SYSTEM} USER: What is it? ASSISTANT:"
 
 
 def mmbench_flags(**flags) -> argparse.Namespace:
@@ -167,7 +171,10 @@ def test_the_pruning_and_decoding_flags_reach_the_engine(gqa_flags, tmp_path, fl
     (["--pruning", "twig", "-R", "192"], "needs a twig"),
     (["--twig", "TWIG", "--pruning", "none", "-R", "192"], "--pruning none keeps every visual token"),
     (["--pruning", "fastv"], "--pruning fastv needs -R"),
-    (["-R", "many"], "expected a number of visual tokens or 'all'"),
+    (["-R", "many"], "expected a number of visual tokens per layer (e.g. 64) or 'all'"),
+    (["-R", "0"], "must be a positive number"),
+    (["--twig", "TWIG", "-R", "64", "--retain-ratio", "0.1"], "give -R or --retain-ratio, not both"),
+    (["--twig", "TWIG", "--retain-ratio", "1.5"], "a share of the visual tokens in (0, 1]"),
 ])
 def test_flags_that_cannot_run_together_are_refused_with_the_reason(gqa_flags, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):

@@ -170,3 +170,21 @@ def test_missing_shapes_data_says_how_to_write_it(env, tmp_path):
     result = run_script("shapes", "-R", "64", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "python -m twigvlm.world.build --steps data" in result.stderr
+
+
+def test_a_qwen_script_answers_with_a_retain_ratio_in_qwens_chat_format(workdir, env, qwen_hub_dir,
+                                                                       tmp_path_factory):
+    """scripts/qwen2_5_vl/eval/*.sh: the same pipeline on a Qwen2.5-VL folder, each image's budget a share of its
+    own visual tokens (the tiny benchmarks' 24 x 18 px pictures grow to Qwen's minimum area as 56 x 84 px: 2 x 3 = 6 visual tokens)."""
+    twig = write_twig(qwen_hub_dir, tmp_path_factory.mktemp("qwen-twig") / "TwigVLM-qwen-tiny-K2-T2", K=2, T=2)
+    qwen_env = {**env, "MODEL_PATH": str(qwen_hub_dir), "TWIG_PATH": str(twig)}
+    script = SCRIPTS.parents[1] / "qwen2_5_vl" / "eval" / "pope.sh"
+    result = subprocess.run(["bash", str(script), "--retain-ratio", "0.5", "--", "--max_new_tokens", "3"],
+                            cwd=workdir, env=qwen_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"POPE: .*average", result.stdout, re.DOTALL)
+    merged, answers = merged_answers(result, workdir)
+    assert "TwigVLM-qwen-tiny-K2-T2_ratio0.5_twig_self_speculative" in str(merged)
+    for answer in answers:
+        kept = answer["metadata"]["visual_tokens_kept"]
+        assert kept["layers_0_2"] == 6 and kept["layers_2_6"] == 3 and answer["metadata"]["R"] == 3.0

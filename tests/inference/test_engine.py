@@ -12,7 +12,7 @@ import torch
 
 from twigvlm.inference.engine import Engine
 from twigvlm.inference.pruning import PruningPlan
-from twigvlm.model.llama import apply_rotary
+from twigvlm.model.decoder import apply_rotary
 from twigvlm.model.twig import Twig
 
 
@@ -30,7 +30,7 @@ def eager_last_row_attention(layer, x, rope):
 
 def run(layers, x, rows, model):
     """Layers on x [1, len(rows), C] whose rows sit at positions `rows`; causal over that order; no cache."""
-    rope = model.rope(rows[None])
+    rope = model.rope(rows[None, None])  # positions [A=1, B=1, Q]
     for layer in layers:
         x, _ = layer(x, rope)
     return x
@@ -38,7 +38,7 @@ def run(layers, x, rows, model):
 
 def reference(model, twig, input_ids, pixels, generated, method, R, K):
     """Target logits after the prompt and after each generated token [1+G, V], and the kept visual indices."""
-    inputs = model.embed_multimodal(input_ids, pixels)
+    inputs = model.embed_multimodal(input_ids, images=pixels)
     (start, end), = inputs.visual_spans[0]
     P, G, N, V = inputs.embeds.shape[1], len(generated), model.config.num_hidden_layers, end - start
     x = torch.cat([inputs.embeds, model.model.embed_tokens(torch.tensor([generated], dtype=torch.long))], dim=1)
@@ -52,25 +52,25 @@ def reference(model, twig, input_ids, pixels, generated, method, R, K):
         F = N * 3 // 4
         if method == "twig":
             h_twig = run(twig.layers[:-1], h[:, :P], rows[:P], model)
-            scores = eager_last_row_attention(twig.layers[-1], h_twig, model.rope(rows[None, :P]))
+            scores = eager_last_row_attention(twig.layers[-1], h_twig, model.rope(rows[None, None, :P]))
         else:  # fastv: base layer K-1
             h_before = run(layers[:K - 1], x[:, :P], rows[:P], model)
-            scores = eager_last_row_attention(layers[K - 1], h_before, model.rope(rows[None, :P]))
+            scores = eager_last_row_attention(layers[K - 1], h_before, model.rope(rows[None, None, :P]))
         rank = math.ceil((N * R - K * V) / (F - K))
         kept = scores[start:end].topk(rank).indices.sort().values
         middle_rows = torch.cat([rows[:start], kept + start, rows[end:]])
     h = run(layers[K:F], h[:, middle_rows], middle_rows, model)
     text = (middle_rows < start) | (middle_rows >= end) if method != "none" else torch.ones_like(middle_rows, dtype=bool)
     h = run(layers[F:], h[:, text], middle_rows[text], model)
-    logits = model.lm_head(model.model.norm(h))[0]
+    logits = model.logits(h)[0]
     return logits[-(G + 1):], kept
 
 
 def engine_logits(model, twig, input_ids, pixels, generated, method, R):
     """The same logits through the engine: prefill, then one cached step per generated token."""
-    inputs = model.embed_multimodal(input_ids, pixels)
-    engine = Engine(model, twig, PruningPlan(method, R, K=twig.K if twig else 2), capacity=inputs.embeds.shape[1] + 16)
-    prefill = engine.prefill(inputs.embeds, inputs.visual_spans[0][0])
+    inputs = model.embed_multimodal(input_ids, images=pixels)
+    engine = Engine(model, twig, PruningPlan(method, R), capacity=inputs.embeds.shape[1] + 16)
+    prefill = engine.prefill(inputs)
     steps = [prefill.target_logits]
     for token in generated:
         engine.extend(torch.tensor([token]))
@@ -111,12 +111,11 @@ def test_pruning_changes_the_answer_logits(deep_model, make_prompt, pixel_values
 def test_rollback_forgets_rejected_tokens(deep_model, make_prompt, pixel_values):
     """Extending by tokens then rolling back gives the same next logits as never having seen them."""
     twig = Twig.from_base(deep_model, K=2, T=3).eval()
-    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), pixel_values[:1])
-    span = inputs.visual_spans[0][0]
+    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), images=pixel_values[:1])
 
     def fresh():
-        engine = Engine(deep_model, twig, PruningPlan("twig", 64, K=2), capacity=inputs.embeds.shape[1] + 16)
-        engine.prefill(inputs.embeds, span)
+        engine = Engine(deep_model, twig, PruningPlan("twig", 64), capacity=inputs.embeds.shape[1] + 16)
+        engine.prefill(inputs)
         return engine
 
     clean = fresh()
@@ -136,10 +135,10 @@ def test_rollback_forgets_rejected_tokens(deep_model, make_prompt, pixel_values)
 
 def test_each_layer_group_caches_its_own_number_of_tokens(deep_model, make_prompt, pixel_values):
     twig = Twig.from_base(deep_model, K=2, T=3).eval()
-    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), pixel_values[:1])
+    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), images=pixel_values[:1])
     P = inputs.embeds.shape[1]
-    engine = Engine(deep_model, twig, PruningPlan("twig", 64, K=2), capacity=P + 8)
-    engine.prefill(inputs.embeds, inputs.visual_spans[0][0])
+    engine = Engine(deep_model, twig, PruningPlan("twig", 64), capacity=P + 8)
+    engine.prefill(inputs)
     # N=24, K=2, F=18: rank = ceil((24*64 - 2*576) / 16) = 24
     assert engine.lower.cache.length == engine.draft.cache.length == P
     assert engine.middle.cache.length == P - 576 + 24
@@ -149,3 +148,68 @@ def test_each_layer_group_caches_its_own_number_of_tokens(deep_model, make_promp
     assert (engine.lower.cache.length, engine.middle.cache.length, engine.top.cache.length) == \
         (P + 2, P - 576 + 24 + 2, P - 576 + 2)
     assert engine.draft.cache.length == P  # the twig has not consumed the new rows yet
+
+
+# --- Qwen2.5-VL: 3-D positions, several images, a retain ratio ------------------------------------------------------
+def qwen_reference(model, twig, inputs, generated, method, ratio, K=2):
+    """The slow reference with M-RoPE: every row at its ORIGINAL 3-D position (generated tokens at sequence index
+    + the prompt's rope delta), layers run on explicit row lists, visual tokens of all images ranked together."""
+    embedded = model.embed_multimodal(inputs["input_ids"], pixel_values=inputs["pixel_values"],
+                                      image_grid_thw=inputs["image_grid_thw"])
+    P, G, N = embedded.embeds.shape[1], len(generated), model.config.num_hidden_layers
+    positions = torch.cat([embedded.position_ids[:, 0], embedded.decode_positions(P, P + G)[:, 0]], dim=1)  # [3, P+G]
+    visual_rows = embedded.visual_mask()[0].nonzero().flatten()  # every image's tokens, in order
+    V = len(visual_rows)
+    x = torch.cat([embedded.embeds, model.embed_tokens(torch.tensor([generated]))], dim=1)
+
+    def run3(layers, h, rows):
+        rope = model.rope(positions[:, rows][:, None])  # [3, 1, Q]
+        for layer in layers:
+            h, _ = layer(h, rope)
+        return h
+
+    rows = torch.arange(P + G)
+    h = run3(model.layers[:K], x, rows)
+    F = N * 3 // 4 if method != "none" else N
+    middle = rows
+    kept = None
+    if method != "none":
+        prompt = rows[:P]
+        if method == "twig":
+            scores = eager_last_row_attention(twig.layers[-1], run3(twig.layers[:-1], h[:, :P], prompt),
+                                              model.rope(positions[:, :P][:, None]))
+        else:
+            scores = eager_last_row_attention(model.layers[K - 1], run3(model.layers[:K - 1], x[:, :P], prompt),
+                                              model.rope(positions[:, :P][:, None]))
+        rank = math.ceil((N * ratio * V - K * V) / (F - K))
+        kept = scores[visual_rows].topk(rank).indices.sort().values
+        dropped = torch.zeros(P + G, dtype=torch.bool)
+        dropped[visual_rows] = True
+        dropped[visual_rows[kept]] = False
+        middle = rows[~dropped]
+    h = run3(model.layers[K:F], h[:, middle], middle)
+    text = ~torch.isin(middle, visual_rows) if method != "none" else torch.ones_like(middle, dtype=torch.bool)
+    h = run3(model.layers[F:], h[:, text], middle[text])
+    return model.logits(h)[0][-(G + 1):], kept
+
+
+@pytest.mark.parametrize("method, ratio", [("none", None), ("twig", 0.3), ("fastv", 0.3), ("twig", 0.6)])
+def test_qwen_pruned_cached_forward_equals_the_slow_reference_with_3d_positions(qwen_model, qwen_inputs, qwen_images,
+                                                                               method, ratio):
+    twig = Twig.from_base(qwen_model, K=2, T=2).eval()
+    inputs = qwen_inputs("Compare the two pictures.", [qwen_images[0], qwen_images[3]])  # two images
+    generated = [15, 71, 99, 8]
+    want, want_kept = qwen_reference(qwen_model, twig, inputs, generated, method, ratio)
+    embedded = qwen_model.embed_multimodal(inputs["input_ids"], pixel_values=inputs["pixel_values"],
+                                           image_grid_thw=inputs["image_grid_thw"])
+    engine = Engine(qwen_model, twig, PruningPlan(method, retain_ratio=ratio), capacity=embedded.embeds.shape[1] + 8)
+    prefill = engine.prefill(embedded)
+    steps = [prefill.target_logits]
+    for token in generated:
+        engine.extend(torch.tensor([token]))
+        steps.append(engine.target_logits()[-1])
+    torch.testing.assert_close(torch.stack(steps), want, atol=1e-5, rtol=1e-5)
+    if method != "none":
+        assert torch.equal(prefill.kept_visual, want_kept)
+        assert prefill.visual_tokens["average"] == pytest.approx(ratio * len(embedded.visual_mask()[0].nonzero()),
+                                                                 abs=(6 - 2) / 8)

@@ -5,21 +5,24 @@ import io
 import pytest
 import torch
 
-from twigvlm.inference.generate import GenerationOutput, TwigVLMConfig
+from twigvlm.inference.generate import GenerationOutput, TwigVLM, TwigVLMConfig
 from twigvlm.inference.streaming import GREEN, SpeculativeTextStreamer
 from twigvlm.model.twig import Twig
 
 
 @pytest.fixture
 def with_twig(tiny_model):
-    tiny_model.attach_twig(Twig.from_base(tiny_model, K=2, T=2).eval())
-    yield tiny_model
-    tiny_model.attach_twig(None)
+    return TwigVLM(tiny_model, Twig.from_base(tiny_model, K=2, T=2).eval())
 
 
-def test_without_twigvlm_config_it_returns_new_token_ids_like_llava(tiny_model, make_prompt, pixel_values):
-    out = tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=5,
-                              do_sample=False, temperature=0, top_p=None, num_beams=1, use_cache=True)
+@pytest.fixture
+def without_twig(tiny_model):
+    return TwigVLM(tiny_model)
+
+
+def test_without_twigvlm_config_it_returns_new_token_ids_like_llava(without_twig, make_prompt, pixel_values):
+    out = without_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=5,
+                                do_sample=False, temperature=0, top_p=None, num_beams=1, use_cache=True)
     assert isinstance(out, torch.Tensor) and out.shape == (1, 5)
 
 
@@ -65,27 +68,27 @@ def test_an_impossible_R_is_reported_with_the_valid_range(with_twig, make_prompt
                            twigvlm_config={"enable_pruning": True, "attention_rank": 64})
 
 
-def test_speculative_decoding_without_a_twig_is_refused(tiny_model, make_prompt, pixel_values):
+def test_speculative_decoding_without_a_twig_is_refused(without_twig, make_prompt, pixel_values):
     with pytest.raises(ValueError, match="needs a twig"):
-        tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,
+        without_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,
                             twigvlm_config={"generation_strategy": "self_speculative"})
 
 
-def test_fastv_needs_no_twig(tiny_model, make_prompt, pixel_values):
-    out = tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=3,
+def test_fastv_needs_no_twig(without_twig, make_prompt, pixel_values):
+    out = without_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=3,
                               twigvlm_config={"enable_FastV": True, "attention_rank": 192})
     assert out.visual_tokens_kept["layers_2_6"] == 96 and "twig" not in out.visual_tokens_kept
 
 
-def test_a_batch_of_two_is_refused_with_an_explanation(tiny_model, make_prompt, pixel_values):
+def test_a_batch_of_two_is_refused_with_an_explanation(without_twig, make_prompt, pixel_values):
     ids = make_prompt("What is in the image?").repeat(2, 1)
     with pytest.raises(ValueError, match="batch size 1"):
-        tiny_model.generate(ids, images=pixel_values[:2], max_new_tokens=2)
+        without_twig.generate(ids, images=pixel_values[:2], max_new_tokens=2)
 
 
-def test_beam_search_is_refused(tiny_model, make_prompt, pixel_values):
+def test_beam_search_is_refused(without_twig, make_prompt, pixel_values):
     with pytest.raises(ValueError, match="beam search"):
-        tiny_model.generate(make_prompt("Hi"), images=pixel_values[:1], num_beams=3)
+        without_twig.generate(make_prompt("Hi"), images=pixel_values[:1], num_beams=3)
 
 
 def test_sampling_with_a_seed_is_reproducible_and_differs_from_greedy(with_twig, make_prompt, pixel_values):

@@ -6,6 +6,7 @@ import io
 import pytest
 import torch
 
+from twigvlm.inference.generate import TwigVLM
 from twigvlm.inference.streaming import GREEN, RESET, SpeculativeTextStreamer
 
 
@@ -49,6 +50,6 @@ def test_a_plain_transformers_streamer_receives_every_token(tiny_model, make_pro
             self.captured = getattr(self, "captured", "") + text
 
     capture = Capture(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    out = tiny_model.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=12,
-                              streamer=capture)
+    out = TwigVLM(tiny_model).generate(make_prompt("What is in the image?"), images=pixel_values[:1],
+                                       max_new_tokens=12, streamer=capture)
     assert capture.captured.strip() == tokenizer.decode(out[0], skip_special_tokens=True).strip()

@@ -8,8 +8,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from twigvlm.inference.builder import load_pretrained_model
-from twigvlm.model.config import CheckpointError
-from twigvlm.testing.checkpoints import to_transformers_llava
+from twigvlm.model.family import CheckpointError
 
 LAYOUTS = ["llava_dir", "llava_hub_dir", "llava_hf_dir", "llava_hf_hub_dir"]
 
@@ -25,7 +24,7 @@ def reference_model(layout, request, tiny_model):
     if layout.startswith("llava_hf"):
         folder = request.getfixturevalue(layout)
         return LlavaForConditionalGeneration.from_pretrained(str(folder)).eval(), tiny_model.config.vocab_size
-    return to_transformers_llava(tiny_model, image_token_id=0), 0  # <unk> never occurs in the prompts
+    return tiny_model.to_transformers(image_token_id=0), 0  # <unk> never occurs in the prompts
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -81,9 +80,9 @@ def test_a_folder_without_config_is_not_a_checkpoint(tmp_path):
         load_pretrained_model(tmp_path)
 
 
-def test_a_plain_llama_checkpoint_is_not_a_llava_checkpoint(tmp_path):
+def test_a_folder_of_an_unknown_model_type_names_the_families_that_run(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(CheckpointError, match="not a LLaVA checkpoint"):
+    with pytest.raises(CheckpointError, match="holds a 'llama' model .* runs LLaVA-1.5 .* and Qwen2.5-VL"):
         load_pretrained_model(tmp_path)
 
 
@@ -130,7 +129,8 @@ def test_the_loader_returns_llavas_four_values(llava_dir):
 def test_a_saved_base_loads_without_its_vision_towers_folder(tiny_model, tokenizer_dir, tmp_path, make_prompt,
                                                              pixel_values):
     """save_llava records the tower's config and the image processor, so the folder stands alone."""
-    from twigvlm.model.checkpoint import make_image_processor, save_llava
+    from twigvlm.model.llava import save_llava
+    from twigvlm.model.vision import make_image_processor
 
     folder = save_llava(tiny_model, tmp_path / "base", config=tiny_model.config.replace(mm_vision_tower="gone/clip"),
                         safetensors=True, image_processor=make_image_processor(336))

@@ -9,7 +9,7 @@ from twigvlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 def test_the_image_becomes_576_tokens_where_its_tag_was(tiny_model, make_prompt, pixel_values):
     ids = make_prompt("What is in the image?")
-    inputs = tiny_model.embed_multimodal(ids, pixel_values[:1])
+    inputs = tiny_model.embed_multimodal(ids, images=pixel_values[:1])
     tag = int((ids[0] == IMAGE_TOKEN_INDEX).nonzero())
     assert inputs.visual_spans == [[(tag, tag + 576)]]
     assert inputs.embeds.shape[1] == ids.shape[1] - 1 + 576

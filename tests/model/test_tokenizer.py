@@ -15,7 +15,8 @@ import torch
 from sentencepiece import sentencepiece_model_pb2
 
 from twigvlm.model.tokenizer import load_tokenizer
-from twigvlm.testing.tokenizer import DEFAULT_VOCAB_SIZE, build_tiny_tokenizer, train_sentencepiece
+from twigvlm.model.tokenizer import train_sentencepiece
+from twigvlm.testing.tokenizer import DEFAULT_VOCAB_SIZE, build_tiny_tokenizer, corpus
 
 TEXTS = [
     "USER: hello",
@@ -268,9 +269,9 @@ def test_transformers_own_llama_tokenizer_disagrees(tokenizer, tokenizer_dir):
 
 def test_tiny_tokenizer_training_is_deterministic_and_fast():
     start = time.perf_counter()
-    model = train_sentencepiece.__wrapped__(600)  # past the per-process cache
+    model = train_sentencepiece.__wrapped__(tuple(corpus()), 600)  # past the per-process cache
     assert time.perf_counter() - start < 3
-    assert train_sentencepiece.__wrapped__(600) == model
+    assert train_sentencepiece.__wrapped__(tuple(corpus()), 600) == model
     assert spm.SentencePieceProcessor(model_proto=model).get_piece_size() == 600
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from twigvlm.inference.builder import load_pretrained_model
-from twigvlm.model.config import CheckpointError
+from twigvlm.model.family import CheckpointError
 from twigvlm.model.twig import Twig
 
 
@@ -48,18 +48,16 @@ def public_twig(base, folder, K=2, T=2):
     return folder
 
 
-def test_a_public_twig_takes_K_from_the_argument_or_the_environment(llava_dir, tmp_path, monkeypatch):
+def test_a_public_twig_takes_K_from_the_argument(llava_dir, tmp_path):
     _, base, _, _ = load_pretrained_model(llava_dir)
     folder = public_twig(base, tmp_path / "public", K=2, T=2)
     _, model, _, _ = load_pretrained_model(llava_dir, twig=folder, twig_K=2)
     assert (model.twig.K, model.twig.T) == (2, 2)
-    monkeypatch.setenv("twig_K", "1")
-    _, model, _, _ = load_pretrained_model(llava_dir, twig=folder)
-    assert model.twig.K == 1
 
 
-def test_a_public_twig_without_K_anywhere_asks_for_it(llava_dir, tmp_path, monkeypatch):
-    monkeypatch.delenv("twig_K", raising=False)
+def test_the_library_never_reads_K_from_the_environment(llava_dir, tmp_path, monkeypatch):
+    """The public code reads $twig_K inside the model; here only the scripts may (and pass --twig-K)."""
+    monkeypatch.setenv("twig_K", "2")
     _, base, _, _ = load_pretrained_model(llava_dir)
     with pytest.raises(CheckpointError, match="does not record K: pass twig_K"):
         load_pretrained_model(llava_dir, twig=public_twig(base, tmp_path / "public"))
@@ -84,7 +82,7 @@ def test_a_twig_of_another_width_is_refused(llava_dir, tmp_path):
 
 
 def test_a_full_llava_checkpoint_passed_as_twig_is_named_as_such(llava_hub_dir, llava_dir, hf_cache):
-    with pytest.raises(CheckpointError, match="full LLaVA checkpoint, not a twig"):
+    with pytest.raises(CheckpointError, match="full model checkpoint, not a twig"):
         load_pretrained_model(llava_dir, twig=llava_hub_dir, twig_K=2)
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from twigvlm.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from twigvlm.model.checkpoint import make_image_processor
-from twigvlm.train.data import Collator, DataError, LlavaDataset, checked_records, tokenize_conversation
+from twigvlm.model.vision import make_image_processor
+from twigvlm.model.llava import tokenize_conversation
+from twigvlm.train.data import Collator, ConversationDataset, DataError, checked_records
 
 from train_helpers import gpt, human, write_dataset
 
@@ -82,24 +83,24 @@ def test_sequences_are_truncated_at_the_maximum_length(tokenizer):
     assert (labels != IGNORE_INDEX).any()
 
 
-def test_dataset_pads_images_to_a_square_and_the_image_tag_comes_first(tmp_path, tokenizer, images):
+def test_dataset_pads_images_to_a_square_and_the_image_tag_comes_first(tmp_path, tiny_model, tokenizer, images):
     records = [{"id": "a", "image": "0.png", "conversations": [human("What is this?\n<image>"), gpt("Shapes.")]}]
     data_path = write_dataset(tmp_path, records, images)
-    dataset = LlavaDataset(checked_records(data_path, tmp_path), data_path, tmp_path, tokenizer,
-                           make_image_processor(336), 2048)
+    chat = tiny_model.chat_format(tokenizer, make_image_processor(336), "v1")
+    dataset = ConversationDataset(checked_records(data_path, tmp_path), data_path, tmp_path, chat, 2048)
     sample = dataset[0]
-    assert sample["image"].shape == (3, 336, 336)
+    assert sample["images"].shape == (1, 3, 336, 336)
     # the 400x300 picture sits centred on the processor's mean colour: the top rows are padding, nearly 0
-    assert sample["image"][:, :20].abs().max() < 0.02
+    assert sample["images"][0, :, :20].abs().max() < 0.02
     ids = sample["input_ids"].tolist()
     after_image = tokenizer.decode(ids[ids.index(IMAGE_TOKEN_INDEX) + 1:])
     assert after_image.startswith(" \nWhat is this? ASSISTANT:")  # " ": the text chunk's own dummy prefix
 
 
 def test_collator_pads_right_and_keeps_images_in_batch_order(tokenizer):
-    samples = [{"input_ids": torch.tensor([1, 5, 6]), "labels": torch.tensor([-100, 5, 6]), "image": None},
-               {"input_ids": torch.tensor([1, 7]), "labels": torch.tensor([-100, 7]), "image": torch.ones(3, 4, 4)},
-               {"input_ids": torch.tensor([1]), "labels": torch.tensor([-100]), "image": torch.zeros(3, 4, 4)}]
+    samples = [{"input_ids": torch.tensor([1, 5, 6]), "labels": torch.tensor([-100, 5, 6])},
+               {"input_ids": torch.tensor([1, 7]), "labels": torch.tensor([-100, 7]), "images": torch.ones(1, 3, 4, 4)},
+               {"input_ids": torch.tensor([1]), "labels": torch.tensor([-100]), "images": torch.zeros(1, 3, 4, 4)}]
     batch = Collator(pad_token_id=0)(samples)
     assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, 0], [1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 5, 6], [-100, 7, -100], [-100, -100, -100]]
@@ -108,7 +109,7 @@ def test_collator_pads_right_and_keeps_images_in_batch_order(tokenizer):
 
 
 def test_text_only_batches_have_no_images():
-    samples = [{"input_ids": torch.tensor([1, 5]), "labels": torch.tensor([-100, 5]), "image": None}]
+    samples = [{"input_ids": torch.tensor([1, 5]), "labels": torch.tensor([-100, 5])}]
     assert "images" not in Collator(pad_token_id=0)(samples)
 
 
@@ -169,11 +170,11 @@ def test_a_missing_data_file_is_named(tmp_path):
         checked_records(tmp_path / "nowhere.json", tmp_path)
 
 
-def test_an_unreadable_image_names_its_record_when_loaded(tmp_path, tokenizer, images):
+def test_an_unreadable_image_names_its_record_when_loaded(tmp_path, tiny_model, tokenizer, images):
     data_path = write_dataset(tmp_path, [GOOD], images)
     (tmp_path / "0.png").write_bytes(b"not a png")
-    dataset = LlavaDataset(checked_records(data_path, tmp_path), data_path, tmp_path, tokenizer,
-                           make_image_processor(336), 2048)
+    chat = tiny_model.chat_format(tokenizer, make_image_processor(336), "v1")
+    dataset = ConversationDataset(checked_records(data_path, tmp_path), data_path, tmp_path, chat, 2048)
     with pytest.raises(DataError, match=r"record 'fine' \(#0\).*cannot read image"):
         dataset[0]
 

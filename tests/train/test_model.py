@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from twigvlm.inference.engine import Engine
-from twigvlm.inference.pruning import PruningPlan
-from twigvlm.model.checkpoint import make_image_processor
-from twigvlm.model.llava import next_token_loss
-from twigvlm.train.data import Collator, tokenize_conversation
+from twigvlm.inference.pruning import LayerGroups, PruningPlan, choose_visual_tokens, kept_rows, pruned_forward
+from twigvlm.model.vision import make_image_processor
+from twigvlm.model.family import next_token_loss
+from twigvlm.model.llava import tokenize_conversation
+from twigvlm.train.data import Collator
 from twigvlm.constants import IGNORE_INDEX
-from twigvlm.train.model import (BaseTraining, TwigTraining, VisualTokenDropout, answer_start_rows, attention_kl,
-                                   distillation_kl, next_token_targets, pruned_hidden_states, teacher_layers)
-from twigvlm.testing.checkpoints import to_transformers_llava
+from twigvlm.train.model import (BaseTraining, SampleDrop, TwigTraining, VisualTokenDropout, answer_start_rows,
+                                 attention_kl, distillation_kl, next_token_targets, teacher_layers)
 
 from train_helpers import gpt, human
 
@@ -32,7 +32,7 @@ def batch(tokenizer, pixel_values):
     samples = []
     for turns, image in conversations:
         input_ids, labels = tokenize_conversation(turns, tokenizer, image is not None, max_length=2048)
-        samples.append({"input_ids": input_ids, "labels": labels, "image": image})
+        samples.append({"input_ids": input_ids, "labels": labels, **({"images": image[None]} if image is not None else {})})
     return Collator(tokenizer.unk_token_id)(samples)
 
 
@@ -86,7 +86,8 @@ def test_a_twig_as_deep_as_the_base_has_the_bases_loss_and_no_kl(tiny_model, bat
     module = TwigTraining(tiny_model, K=2, T=6, loss="ce+kl")
     out = module(**batch)
     with torch.no_grad():
-        reference = tiny_model(batch["input_ids"], batch["attention_mask"], batch["images"], labels=batch["labels"])
+        reference = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               images=batch["images"], labels=batch["labels"])
     torch.testing.assert_close(out["ce"], reference.loss, rtol=1e-5, atol=1e-5)
     assert out["kl"].abs() < 1e-5
 
@@ -100,7 +101,7 @@ def test_distillation_kl_is_kl_of_softened_distributions_times_t_squared():
 
 
 def test_answer_start_rows_are_the_last_prompt_token_of_each_answer_of_image_samples(tiny_model, batch):
-    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["attention_mask"], batch["labels"], images=batch["images"])
     targets = next_token_targets(inputs.labels)
     rows, valid = answer_start_rows(targets, inputs.visual_spans)
     assert valid.sum(dim=1).tolist() == [1, 0, 2]  # one answer, a text-only sample, two answers
@@ -173,8 +174,9 @@ def test_base_training_learns_projector_and_language_model_with_the_models_own_l
     assert not any(".vision_tower." in n for n in trainable)
     out = module(**batch)
     with torch.no_grad():
-        logits = llava(batch["input_ids"], batch["attention_mask"], batch["images"]).logits
-    inputs = llava.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+        logits = llava(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       images=batch["images"]).logits
+    inputs = llava.embed_multimodal(batch["input_ids"], batch["attention_mask"], batch["labels"], images=batch["images"])
     torch.testing.assert_close(out["loss"], next_token_loss(logits, inputs.labels), rtol=1e-5, atol=1e-5)
 
 
@@ -187,37 +189,42 @@ def test_base_training_can_learn_the_vision_tower_too(tiny_model, tokenizer, bat
 
 
 def test_visual_token_dropout_prunes_each_sample_as_inference_prefill_does(tiny_model, batch):
-    """The batched training forward and the engine's prefill see the same tokens in every layer group."""
-    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"])
-    plans = [PruningPlan("random", R=150, K=2, seed=3), None, PruningPlan("random", R=250, K=3, F=7, seed=5)]
-    with pytest.raises(ValueError, match="share K"):
-        pruned_hidden_states(tiny_model, inputs, plans)
-    plans[2] = PruningPlan("random", R=250, K=2, seed=5)
+    """The batched training forward (padding, a text-only sample) and the engine's prefill of each sample alone see
+    the same tokens in every layer group and give the same logits."""
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["attention_mask"], images=batch["images"])
+    groups = LayerGroups(N=8, K=2, F=6)
+    plans = [PruningPlan("random", R=150, seed=3), None, PruningPlan("random", R=250, seed=5)]
+    kept = [None if plan is None else choose_visual_tokens(None, 576, plan.rank(groups, 576), plan.seed)
+            for plan in plans]
+    middle, top = kept_rows(inputs, kept)
     with torch.no_grad():
-        h, rows, valid = pruned_hidden_states(tiny_model, inputs, plans)  # [B, L', C], [B, L'], [B, L']
+        h_k = tiny_model.hidden_states(inputs, tiny_model.layers[:2])
+        h, rows, valid = pruned_forward(tiny_model, inputs, h_k, groups, middle, top)  # [B, L', C], [B, L'], [B, L']
     for b, plan in enumerate(plans):
         length = int(inputs.attention_mask[b].sum())
-        spans = inputs.visual_spans[b]
-        engine = Engine(tiny_model, None, plan or PruningPlan(), capacity=length + 1)
+        alone = tiny_model.embed_multimodal(batch["input_ids"][b:b + 1, batch["attention_mask"][b]],
+                                            images=batch["images"][b // 2:b // 2 + 1] if plan else None)
+        engine = Engine(tiny_model, None, plan or PruningPlan(), capacity=length + 1, K=2)
         with torch.no_grad():
-            prefill = engine.prefill(inputs.embeds[b:b + 1, :length], spans[0] if spans else None)
-        top = rows[b, valid[b]]  # original rows that reach the top layers
+            prefill = engine.prefill(alone)
+        top_rows = rows[b, valid[b]]  # original rows that reach the top layers
         if plan is None:
-            assert top.tolist() == list(range(length))
+            assert top_rows.tolist() == list(range(length))
         else:  # the final wipe: text rows only
-            (start, end), = spans
-            assert top.tolist() == [r for r in range(length) if not start <= r < end]
-        last = tiny_model.lm_head(tiny_model.model.norm(h[b, int(valid[b].sum()) - 1]))
+            (start, end), = inputs.visual_spans[b]
+            assert top_rows.tolist() == [r for r in range(length) if not start <= r < end]
+            assert torch.equal(prefill.kept_visual, kept[b])
+        last = tiny_model.logits(h[b, int(valid[b].sum()) - 1])
         torch.testing.assert_close(last, prefill.target_logits, rtol=1e-4, atol=1e-4)
 
 
-def test_visual_token_dropout_draws_plans_over_every_depth_of_pruning():
+def test_visual_token_dropout_draws_prunes_of_every_depth():
     dropout = VisualTokenDropout(prob=1.0, K=2, min_keep=4)
     torch.manual_seed(0)
-    ranks = [dropout.plan(num_layers=24, num_visual=576).rank(24, 576) for _ in range(400)]
+    ranks = [dropout.draw(num_visual=576).rank for _ in range(400)]
     assert min(ranks) >= 4 and max(ranks) <= 576
     assert sum(r <= 24 for r in ranks) > 50 and sum(r > 288 for r in ranks) > 30  # deep prunes and light ones
-    assert VisualTokenDropout(prob=0.0).plan(24, 576) is None
+    assert VisualTokenDropout(prob=0.0).draw(576) is None
 
 
 @pytest.mark.parametrize("ranked", [0.0, 1.0])
@@ -266,21 +273,23 @@ def test_ranked_dropout_keeps_what_the_base_attends_to_most_over_the_pruned_laye
     start row over its visual tokens, as transformers' eager attention gives them for the sample alone."""
     module = BaseTraining(tiny_model, tokenizer, make_image_processor(336),
                           dropout=VisualTokenDropout(prob=1.0, K=2, ranked=1.0))
-    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                         images=batch["images"])
     targets = next_token_targets(inputs.labels)
-    N = tiny_model.config.num_hidden_layers
-    plans = [PruningPlan("fastv", R=100, K=2), None, PruningPlan("fastv", R=100, K=2)]
-    kept_plans, scores = module._own_ranking(inputs, targets, plans)
-    assert kept_plans == plans and scores[1] is None
-    hf = to_transformers_llava(tiny_model, image_token_id=0).model.language_model
+    groups = module.dropout.groups(tiny_model.config.num_hidden_layers)
+    drops = [SampleDrop(rank=12, ranked=True, seed=0), None, SampleDrop(rank=12, ranked=True, seed=0)]
+    with torch.no_grad():
+        h_k = tiny_model.hidden_states(inputs, tiny_model.layers[:groups.K])
+    scores = module._own_ranking(inputs, targets, groups, h_k, drops)
+    assert scores[1] is None
+    hf = tiny_model.to_transformers(image_token_id=0).model.language_model
     hf.config._attn_implementation = "eager"
-    F = plans[0].wipe_layer(N)
     for b in (0, 2):
         length = int(inputs.attention_mask[b].sum())
         (start, end), = inputs.visual_spans[b]
         row = int((targets[b] != IGNORE_INDEX).nonzero()[0])  # the last prompt token of the first answer
         attentions = hf(inputs_embeds=inputs.embeds[b:b + 1, :length], output_attentions=True).attentions
-        maps = [a[0, :, row, start:end].mean(dim=0) for a in attentions[2:F]]  # [V] each
+        maps = [a[0, :, row, start:end].mean(dim=0) for a in attentions[2:groups.F]]  # [V] each
         expected = torch.stack([m / m.sum() for m in maps]).mean(dim=0)
         torch.testing.assert_close(scores[b], expected, rtol=1e-4, atol=1e-6)
 
@@ -288,17 +297,20 @@ def test_ranked_dropout_keeps_what_the_base_attends_to_most_over_the_pruned_laye
 def test_ranked_dropout_prunes_at_random_where_no_answer_is_left_to_rank_from(tiny_model, tokenizer, batch):
     module = BaseTraining(tiny_model, tokenizer, make_image_processor(336),
                           dropout=VisualTokenDropout(prob=1.0, K=2, ranked=1.0))
-    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+    inputs = tiny_model.embed_multimodal(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                         images=batch["images"])
     no_answers = torch.full_like(inputs.labels, IGNORE_INDEX)
-    plans, scores = module._own_ranking(inputs, no_answers, [PruningPlan("fastv", R=100, K=2), None, None])
-    assert plans[0].method == "random" and scores == [None, None, None]
+    groups = module.dropout.groups(tiny_model.config.num_hidden_layers)
+    h_k = tiny_model.hidden_states(inputs, tiny_model.layers[:groups.K])
+    scores = module._own_ranking(inputs, no_answers, groups, h_k, [SampleDrop(12, True, 0), None, None])
+    assert scores == [None, None, None]
 
 
 def test_visual_token_dropout_ranks_the_asked_share_of_pruned_samples():
     torch.manual_seed(0)
-    methods = [VisualTokenDropout(prob=1.0, ranked=0.25).plan(24, 576).method for _ in range(400)]
-    assert 60 < methods.count("fastv") < 140 and set(methods) == {"fastv", "random"}
+    ranked = [VisualTokenDropout(prob=1.0, ranked=0.25).draw(576).ranked for _ in range(400)]
+    assert 60 < sum(ranked) < 140
     torch.manual_seed(0)
-    plain = [VisualTokenDropout(prob=1.0).plan(24, 576) for _ in range(20)]
+    plain = [VisualTokenDropout(prob=1.0).draw(576) for _ in range(20)]
     torch.manual_seed(0)
-    assert [VisualTokenDropout(prob=1.0, ranked=0.0).plan(24, 576) for _ in range(20)] == plain
+    assert [VisualTokenDropout(prob=1.0, ranked=0.0).draw(576) for _ in range(20)] == plain

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from twigvlm.inference.builder import load_pretrained_model
-from twigvlm.model.config import CheckpointError
+from twigvlm.model.family import CheckpointError
 from twigvlm.model.twig import Twig
 from twigvlm.train.arguments import TrainingArguments
 from twigvlm.train.model import TwigTraining
@@ -78,8 +78,8 @@ def test_a_run_killed_while_saving_leaves_no_checkpoint_and_resumes_from_the_las
     assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     assert not (out / STAGING_DIR).exists()
-    config = load_pretrained_model(llava_dir)[1].config
-    resumed, reference = Twig.load(out, config), Twig.load(uninterrupted, config)
+    base = load_pretrained_model(llava_dir)[1]
+    resumed, reference = Twig.load(out, base), Twig.load(uninterrupted, base)
     assert resumed.config.training["steps"] == 6
     for name, tensor in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
@@ -94,14 +94,14 @@ def test_publishing_a_model_never_leaves_a_commit_file_beside_foreign_weights(tm
         publish(staging, out, "twig_config.json")
     assert not (out / "twig_config.json").exists()
     with pytest.raises(CheckpointError, match="does not record K"):
-        Twig.load(out, tiny_model.config)
+        Twig.load(out, tiny_model)
 
 
 def test_base_mode_trains_projector_and_language_model_into_a_loadable_llava(llava_dir, data_path, tmp_path,
                                                                              tiny_model):
     out = main(arguments(llava_dir, data_path, tmp_path, "--train_mode", "base", "--max_steps", "4"))
     tokenizer, trained, _, _ = load_pretrained_model(out)
-    before, after = tiny_model.state_dict(), trained.state_dict()
+    before, after = tiny_model.state_dict(), trained.base.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert any(".mm_projector." in n for n in changed) and any(n.startswith("model.layers.") for n in changed)
     assert "lm_head.weight" in changed and not any(".vision_tower." in n for n in changed)
@@ -115,5 +115,5 @@ def test_a_run_with_a_pruning_teacher_logs_its_term_and_records_it_in_the_twig(l
     out = main(arguments(llava_dir, data_path, tmp_path, "--max_steps", "2", "--prune_teacher_layers", "3-5"))
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert all("loss_prune" in entry and "loss_ce" in entry for entry in history if "loss" in entry)
-    training = Twig.load(out, load_pretrained_model(llava_dir)[1].config).config.training
+    training = Twig.load(out, load_pretrained_model(llava_dir)[1]).config.training
     assert (training["prune_teacher_layers"], training["prune_weight"]) == ("3-5", 1.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from twigvlm.inference.generate import TwigVLM
 from twigvlm.model.twig import Twig
 
 
@@ -47,12 +48,9 @@ def acceptance_rate(model, twig: Twig, prompts: list[tuple[torch.Tensor, torch.T
                     max_new_tokens: int = 16) -> float:
     """Accepted / drafted tokens of greedy SSD over (input_ids, pixels) prompts, always drafting 5 tokens."""
     accepted = drafted = 0
-    model.attach_twig(twig.eval())
-    try:
-        for ids, pixels in prompts:
-            out = model.generate(ids, images=pixels, max_new_tokens=max_new_tokens, eos_token_id=-1,
-                                 twigvlm_config={"generation_strategy": "self_speculative", "draft_threshold": 0.0})
-            accepted, drafted = accepted + out.num_accepted, drafted + out.num_drafted
-    finally:
-        model.attach_twig(None)
+    drafting = TwigVLM(model, twig.eval())
+    for ids, pixels in prompts:
+        out = drafting.generate(ids, images=pixels, max_new_tokens=max_new_tokens, eos_token_id=-1,
+                                twigvlm_config={"generation_strategy": "self_speculative", "draft_threshold": 0.0})
+        accepted, drafted = accepted + out.num_accepted, drafted + out.num_drafted
     return accepted / drafted

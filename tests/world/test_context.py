@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from twigvlm.model.checkpoint import load_llava, make_image_processor, save_llava
+from twigvlm.model.llava import load_llava, save_llava
+from twigvlm.model.vision import make_image_processor
 from twigvlm.world.context import (SCENE_HEADS, insert_context_layers, point_projector_at, scene_targets,
                                    train_context_layers)
 from twigvlm.world.shapes import COLORS, KINDS, Scene, Shape

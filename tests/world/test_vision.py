@@ -6,7 +6,7 @@ from transformers import CLIPVisionModel
 
 from twigvlm.constants import IGNORE_INDEX
 from twigvlm.model.vision import build_projector
-from twigvlm.testing.checkpoints import TinySpec, write_clip
+from twigvlm.model.tiny import TinySpec, write_clip
 from twigvlm.world.shapes import COLORS, KINDS, Scene, Shape
 from twigvlm.world.vision import (HEADS, PATCH, init_projector_from_readout, patch_targets, pretrain_tower,
                                   readout_weights)

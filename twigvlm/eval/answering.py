@@ -8,9 +8,11 @@
         --temperature 0 --conv-mode vicuna_v1
 
 LLaVA's flags, plus the twig's: --twig PATH, --twig-K (for twigs in the public format, which do not record K),
---retained_tokens/-R (the average number of visual tokens kept per layer; `all` keeps them all),
---pruning twig|fastv|random|none (default: twig given --twig and -R, else none), --generation-strategy
-self_speculative|autoregressive (default: self_speculative with a twig), --device, --dtype, --attn-implementation.
+--retained_tokens/-R (the average number of visual tokens kept per layer; `all` keeps them all) or --retain-ratio
+(that average as a share of each image's visual tokens), --pruning twig|fastv|random|none (default: twig given
+--twig and a budget, else none), --generation-strategy self_speculative|autoregressive (default: self_speculative
+with a twig), --device, --dtype, --attn-implementation. --model-path may be any supported family's checkpoint
+(LLaVA-1.5, Qwen2.5-VL): prompts are written in its chat format (--conv-mode applies to LLaVA's).
 
 A generator module (`model_vqa_loader`, `model_vqa`, `model_vqa_science`, `model_vqa_mmbench`) says how its
 question file reads and what each entry asks (`Sample`s); `run` does the rest. Answers are LLaVA's JSONL lines
@@ -37,21 +39,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from twigvlm.conversation import conv_templates
+from twigvlm.constants import DEFAULT_IMAGE_TOKEN
 from twigvlm.inference.builder import DTYPES, load_pretrained_model
-from twigvlm.inference.pruning import METHODS, PruningError
-from twigvlm.mm_utils import (get_model_name_from_path, load_image, process_images, tokenizer_image_token,
-                              with_image_tag)
-from twigvlm.model.config import CheckpointError
+from twigvlm.inference.options import add_generation_arguments, generation_config
+from twigvlm.inference.pruning import PruningError
+from twigvlm.mm_utils import get_model_name_from_path, load_image
+from twigvlm.model.family import ChatFormat, CheckpointError
 
 SINGLE_PRED_PROMPTS = {"en": "Answer with the option's letter from the given choices directly.",
                        "cn": "请直接回答选项字母。"}
-STRATEGIES = ("self_speculative", "autoregressive")
-
 
 @dataclass
 class Sample:
@@ -94,17 +93,11 @@ def arg_parser(description: str, conv_mode: str = "llava_v1", max_new_tokens: in
                         help="append LLaVA's 'Answer with the option's letter ...' instruction")
     parser.add_argument("--num-workers", type=int, default=num_workers,
                         help="processes preparing the images (at most one per CPU core)")
-    twig = parser.add_argument_group("TwigVLM")
+    twig = add_generation_arguments(parser)
     twig.add_argument("--twig", type=str, default=None, help="twig checkpoint folder")
     twig.add_argument("--twig-K", type=int, default=None,
-                      help="layer the twig grows on, for twigs that do not record it (default: $twig_K); also "
+                      help="layer the twig grows on, for twigs in the public format (they do not record it); also "
                            "FastV's scoring layer + 1 without a twig")
-    twig.add_argument("--retained_tokens", "--retained-tokens", "-R", type=retained_tokens, default=None, metavar="R",
-                      help="R, the average visual tokens kept per layer (64, 128, 192...); 'all' keeps them all")
-    twig.add_argument("--pruning", choices=METHODS, default=None,
-                      help="visual token pruning (default: twig when --twig and -R are given, else none)")
-    twig.add_argument("--generation-strategy", choices=STRATEGIES, default=None,
-                      help="decoding (default: self_speculative with a twig, autoregressive without)")
     twig.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
     twig.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                       help="default: float16 on a GPU, float32 on the CPU")
@@ -112,47 +105,12 @@ def arg_parser(description: str, conv_mode: str = "llava_v1", max_new_tokens: in
     return parser
 
 
-def retained_tokens(value: str) -> float | None:
-    """-R: a number of tokens, or 'all' (no pruning)."""
-    if value.lower() == "all":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of visual tokens or 'all', got {value!r}") from None
-    return int(number) if number.is_integer() else number
-
-
 def resolve_twig_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Fill in the pruning and strategy defaults; refuse combinations that cannot run, before loading anything."""
-    R = args.retained_tokens
-    if args.pruning is None:
-        if R is not None and args.twig is None:
-            parser.error("-R needs a pruning method: give --twig for twig-guided pruning, or --pruning fastv|random")
-        args.pruning = "twig" if args.twig is not None and R is not None else "none"
-    if args.pruning == "none" and R is not None:
-        parser.error(f"--pruning none keeps every visual token; drop -R {R} (or use -R all)")
-    if args.pruning != "none" and R is None:
-        parser.error(f"--pruning {args.pruning} needs -R, the average visual tokens kept per layer "
-                     f"(e.g. 64, 128 or 192)")
-    args.generation_strategy = args.generation_strategy or ("self_speculative" if args.twig else "autoregressive")
-    needs_twig = args.pruning == "twig" or args.generation_strategy == "self_speculative"
-    if needs_twig and args.twig is None:
-        parser.error(f"--pruning {args.pruning} with --generation-strategy {args.generation_strategy} needs a twig "
-                     f"(--twig PATH); without one use --pruning fastv|random|none --generation-strategy "
-                     f"autoregressive")
+    """The generation the flags ask for (args.generation); combinations that cannot run are refused before anything
+    is loaded."""
+    args.generation = generation_config(args, parser, has_twig=args.twig is not None, twig_K=args.twig_K)
     if not 0 <= args.chunk_idx < args.num_chunks:
         parser.error(f"--chunk-idx must be in [0, {args.num_chunks}), got {args.chunk_idx}")
-
-
-def twigvlm_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The `twigvlm_config` of `model.generate` that the flags ask for."""
-    config: dict[str, Any] = {"generation_strategy": args.generation_strategy, "pruning": args.pruning}
-    if args.pruning != "none":
-        config["attention_rank"] = args.retained_tokens
-    if args.twig_K is not None and args.twig is None:
-        config["K"] = args.twig_K
-    return config
 
 
 # --- questions ---------------------------------------------------------------------------------------------------
@@ -179,36 +137,25 @@ def vqa_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
 
 
 # --- prompts and model inputs ------------------------------------------------------------------------------------
-def chat_prompt(question: str, has_image: bool, conv_mode: str, mm_use_im_start_end: bool) -> str:
-    """The user's turn (the image tag first, on its own line) in the conversation template, the answer open."""
-    if has_image:
-        question = with_image_tag(question, mm_use_im_start_end)
-    conv = conv_templates[conv_mode].copy()
-    conv.append_message(conv.roles[0], question)
-    conv.append_message(conv.roles[1], None)
-    return conv.get_prompt()
+def first_turn(question: str, has_image: bool) -> list[dict[str, str]]:
+    """The user's turn, the image (if any) first on a line of its own, as LLaVA's eval scripts write it."""
+    return [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{question}" if has_image else question}]
 
 
 class SampleDataset(Dataset):
-    """Samples turned into model inputs (prompt ids, pixels, image size), in background workers if asked."""
+    """Samples turned into model inputs in the base's chat format, in background workers if asked."""
 
-    def __init__(self, samples: list[Sample], tokenizer: Any, image_processor: Any, model_config: Any,
-                 conv_mode: str):
-        self.samples, self.tokenizer, self.image_processor = samples, tokenizer, image_processor
-        self.model_config, self.conv_mode = model_config, conv_mode
+    def __init__(self, samples: list[Sample], chat: ChatFormat):
+        self.samples, self.chat = samples, chat
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int] | None]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = sample.image() if sample.image is not None else None
-        prompt = chat_prompt(sample.question, image is not None, self.conv_mode,
-                             getattr(self.model_config, "mm_use_im_start_end", False))
-        input_ids = tokenizer_image_token(prompt, self.tokenizer, return_tensors="pt")
-        if image is None:
-            return input_ids, None, None
-        return input_ids, process_images([image], self.image_processor, self.model_config)[0], image.size
+        return self.chat.generation_inputs(first_turn(sample.question, image is not None),
+                                           [image] if image is not None else [])
 
 
 def single_item(batch: list) -> Any:
@@ -253,8 +200,9 @@ def remaining(samples: list[Sample], done: list[dict]) -> list[Sample]:
 
 
 # The flags that change an answer; with the weights' fingerprints they tell whether old answers can be kept.
-RUN_FLAGS = ("model_path", "model_base", "twig", "twig_K", "pruning", "retained_tokens", "generation_strategy",
-             "temperature", "top_p", "num_beams", "max_new_tokens", "conv_mode", "dtype", "attn_implementation")
+RUN_FLAGS = ("model_path", "model_base", "twig", "twig_K", "pruning", "retained_tokens", "retain_ratio",
+             "generation_strategy", "temperature", "top_p", "num_beams", "max_new_tokens", "conv_mode", "dtype",
+             "attn_implementation")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -296,27 +244,25 @@ def answer_line(sample: Sample, text: str, model_id: str, metadata: dict[str, An
 
 
 # --- generation --------------------------------------------------------------------------------------------------
-def generate_answer(model: Any, tokenizer: Any, input_ids: torch.Tensor, pixels: torch.Tensor | None,
-                    image_size: tuple[int, int] | None, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+def generate_answer(model: Any, tokenizer: Any, chat: ChatFormat, inputs: dict[str, Any],
+                    args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The decoded answer and the generation's statistics."""
-    images = None if pixels is None else pixels[None].to(device=model.device, dtype=model.dtype)
     output = model.generate(
-        input_ids[None].to(model.device), images=images, image_sizes=None if image_size is None else [image_size],
-        do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p, num_beams=args.num_beams,
-        max_new_tokens=args.max_new_tokens, eos_token_id=tokenizer.eos_token_id, use_cache=True,
-        twigvlm_config=twigvlm_config(args))
+        **inputs, do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
+        num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, eos_token_id=chat.stop_token_ids,
+        use_cache=True, twigvlm_config=args.generation.to_dict())
     text = tokenizer.batch_decode(output.predicted_tokens, skip_special_tokens=True)[0].strip()
     return text, output.metadata()
 
 
-def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
-    """(tokenizer, model, image_processor, model name) as the flags ask."""
+def load_model(args: argparse.Namespace) -> tuple[Any, Any, ChatFormat, str]:
+    """(tokenizer, model, chat format, model name) as the flags ask."""
     model_path = str(Path(args.model_path).expanduser())
     model_name = get_model_name_from_path(model_path)
-    tokenizer, model, image_processor, _ = load_pretrained_model(
+    tokenizer, model, processor, _ = load_pretrained_model(
         model_path, args.model_base, model_name, device=args.device, torch_type=args.dtype,
         attn_implementation=args.attn_implementation, twig=args.twig, twig_K=args.twig_K)
-    return tokenizer, model, image_processor, model_name
+    return tokenizer, model, model.chat_format(tokenizer, processor, args.conv_mode), model_name
 
 
 def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[Any, argparse.Namespace],
@@ -333,14 +279,14 @@ def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[An
     if not todo:
         answers_file.touch()
         return answers_file
-    tokenizer, model, image_processor, model_name = load_model(args)
-    dataset = SampleDataset(todo, tokenizer, image_processor, model.config, args.conv_mode)
+    tokenizer, model, chat, model_name = load_model(args)
+    dataset = SampleDataset(todo, chat)
     workers = min(args.num_workers, os.cpu_count() or 1)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item)
     with open(answers_file, "a", encoding="utf-8") as out:
         progress = tqdm(zip(todo, loader), total=len(samples), initial=len(samples) - len(todo))
-        for sample, (input_ids, pixels, image_size) in progress:
-            text, metadata = generate_answer(model, tokenizer, input_ids, pixels, image_size, args)
+        for sample, inputs in progress:
+            text, metadata = generate_answer(model, tokenizer, chat, inputs, args)
             out.write(answer_line(sample, text, model_name, metadata))
             out.flush()
     return answers_file
@@ -353,5 +299,5 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions:
     resolve_twig_flags(args, parser)
     try:
         return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
-    except (PruningError, CheckpointError, FileNotFoundError) as err:
+    except (PruningError, CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -1,15 +1,16 @@
 """Speed benchmark: prefill time and decoding tokens/s of each decoding setup, measured side by side.
 
-    python -m twigvlm.eval.bench_speed                       # the bundled tiny world (or a random tiny model)
-    python -m twigvlm.eval.bench_speed --model-path checkpoints/llava-v1.5-7b --twig checkpoints/TwigVLM-... \\
+    python -m twigvlm.eval.bench_speed                       # the bundled tiny world (run from the repository)
+    python -m twigvlm.eval.bench_speed --model-path checkpoints/llava-v1.5-7b --twig checkpoints/TwigVLM-... \
         --device cuda --dtype float16
+    python -m twigvlm.eval.bench_speed --model-path Qwen/Qwen2.5-VL-7B-Instruct --twig ... --retain-ratio 0.111
     python -m twigvlm.eval.bench_speed --random-model 7b --device cuda --dtype float16   # 7B-shaped, random weights
-    python -m twigvlm.eval.bench_speed --json                 # one JSON object {"runs": [...], ...}
+    python -m twigvlm.eval.bench_speed --random-model qwen-tiny --json                   # one JSON object
 
 Setups (the same prompts, after a warm-up): autoregressive without pruning, autoregressive with TTP at R,
 self-speculative with TTP at R, self-speculative without pruning, interleaved (each prompt goes through every setup
 in turn, --repeats times) so that their ratios are measured side by side; then transformers' own `generate` on the
-same weights (LlavaForConditionalGeneration) as the reference for the unpruned autoregressive path.
+same weights (its class for the family) as the reference for the unpruned autoregressive path.
 With random weights, answers are meaningless and acceptance rates low: use them for kernel speed only.
 """
 
@@ -20,22 +21,30 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from twigvlm.inference.builder import default_device, load_pretrained_model, resolve_dtype
+from twigvlm.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from twigvlm.inference.builder import check_device, default_device, load_pretrained_model, resolve_dtype
+from twigvlm.inference.generate import TwigVLM
+from twigvlm.inference.options import TwigVLMConfig, add_generation_arguments
+from twigvlm.mm_utils import load_image
 from twigvlm.model.twig import Twig
-from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
 
+WORLD_BASE = Path("checkpoints/llava-shapes-tiny")  # the bundled tiny world, from the repository's root
+WORLD_TWIG = Path("checkpoints/TwigVLM-shapes-tiny-K2-T3")
+WORLD_IMAGES = ["assets/shapes.png", "assets/bench/scene0.png", "assets/bench/scene1.png", "assets/bench/scene2.png",
+                "assets/bench/scene3.png"]
 
 
 @dataclass
 class Run:
     strategy: str  # autoregressive | self_speculative | transformers
     pruning: str  # none | twig | fastv
-    R: float | None
+    R: float | None  # the budget: R, or the retain ratio x V of the first prompt
     tokens_per_second: float  # decoding tokens / decoding seconds (prefill excluded), median over prompts
     prefill_seconds: float  # median
     total_tokens_per_second: float  # tokens / (prefill + decoding), what the public code reports
@@ -49,102 +58,127 @@ class Run:
 
 SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
           ("self_speculative", "none")]
+Prompt = dict[str, Any]  # generate()'s inputs for one prompt
 
 
-def load_model(args: argparse.Namespace):
-    """(model, prompts [(input_ids, pixels)], description)."""
+def load_model(args: argparse.Namespace) -> tuple[TwigVLM, list[Prompt], list[int], str]:
+    """(model with a twig, prompts, stop tokens, description)."""
     device, dtype = args.device, resolve_dtype(args.dtype, args.device)
     if args.model_path is None and args.random_model is None and WORLD_BASE.is_dir():
         args.model_path, args.twig = str(WORLD_BASE), args.twig or str(WORLD_TWIG)
+        args.image_files = args.image_files or [f for f in WORLD_IMAGES if Path(f).is_file()]
     if args.model_path is not None:
         tokenizer, model, processor, _ = load_pretrained_model(args.model_path, device=device, torch_type=dtype,
                                                                attn_implementation=args.attn_implementation,
                                                                twig=args.twig, twig_K=args.twig_K)
         if model.twig is None:
-            model.attach_twig(Twig.from_base(model, args.twig_K or 2, args.twig_T).eval())
-        return model, real_prompts(tokenizer, processor, model, args), f"{args.model_path} (twig {args.twig})"
-    model = random_model(args.random_model or "tiny", device, dtype, args.attn_implementation)
-    model.attach_twig(Twig.from_base(model, args.twig_K or 2, args.twig_T).eval())
-    return model, synthetic_prompts(model, args), f"random {args.random_model or 'tiny'}-shaped model"
+            model.attach_twig(Twig.from_base(model.base, args.twig_K or 2, args.twig_T).eval())
+        chat = model.chat_format(tokenizer, processor, args.conv_mode)
+        prompts = real_prompts(chat, args)
+        return model, prompts, chat.stop_token_ids, f"{args.model_path} (twig {args.twig or 'untrained copy'})"
+    base = random_model(args.random_model or "tiny", device, dtype, args.attn_implementation)
+    model = TwigVLM(base, Twig.from_base(base, args.twig_K or 2, args.twig_T).eval())
+    return model, synthetic_prompts(base, args), [], f"random {args.random_model or 'tiny'}-shaped model"
 
 
 def random_model(shape: str, device: str, dtype: torch.dtype, attn_implementation: str):
-    """A randomly initialised LLaVA-1.5 of the given shape, built directly on the device."""
-    from twigvlm.model.config import KNOWN_VISION_TOWERS, LlavaConfig
-    from twigvlm.model.llava import LlavaLlamaForCausalLM
-    from twigvlm.testing.checkpoints import TinySpec, clip_config, tiny_config
+    """A randomly initialised base of the given shape (LLaVA-1.5 or Qwen2.5-VL), built directly on the device."""
+    from twigvlm.model.llava import KNOWN_VISION_TOWERS, LlavaConfig, LlavaLlamaForCausalLM
+    from twigvlm.model.qwen2_5_vl import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    if shape == "7b":
-        config = LlavaConfig(vision_config=dict(KNOWN_VISION_TOWERS["openai/clip-vit-large-patch14-336"]))
-    else:
-        spec = TinySpec(num_layers=24, hidden_size=64, intermediate_size=128, num_kv_heads=4)
-        config = tiny_config(spec, vocab_size=1000, vision_tower="random").replace(vision_config=clip_config(spec))
+    qwen_vision = dict(depth=32, hidden_size=1280, hidden_act="silu", intermediate_size=3420, num_heads=16,
+                       in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                       tokens_per_second=2, window_size=112, out_hidden_size=3584,
+                       fullatt_block_indexes=[7, 15, 23, 31])
+    configs = {
+        "7b": lambda: LlavaConfig(vision_config=dict(KNOWN_VISION_TOWERS["openai/clip-vit-large-patch14-336"])),
+        "tiny": lambda: LlavaConfig(
+            vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=24, num_attention_heads=4,
+            num_key_value_heads=4, mm_hidden_size=32, vision_config=dict(
+                hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=3, image_size=336,
+                patch_size=14, projection_dim=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)),
+        # Qwen2.5-VL-7B-Instruct's shapes
+        "qwen-7b": lambda: Qwen2_5_VLConfig(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+            num_key_value_heads=4, rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=128000, qkv_bias=True,
+            mrope_section=(16, 24, 24), eos_token_id=151645, vision_config=qwen_vision),
+        "qwen-tiny": lambda: Qwen2_5_VLConfig(
+            vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=24, num_attention_heads=4,
+            num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=4096, qkv_bias=True,
+            mrope_section=(2, 3, 3), eos_token_id=2, image_token_id=900, video_token_id=901,
+            vision_start_token_id=902, vision_end_token_id=903,
+            vision_config={**qwen_vision, "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                           "out_hidden_size": 64, "fullatt_block_indexes": [1]}),
+    }
+    config = configs[shape]()
+    family = Qwen2_5_VLForConditionalGeneration if shape.startswith("qwen") else LlavaLlamaForCausalLM
     with torch.device(device):
         torch.manual_seed(0)
-        model = LlavaLlamaForCausalLM(config, attn_implementation)
+        model = family(config, attn_implementation)
     return model.to(dtype).eval().requires_grad_(False)
 
 
-def synthetic_prompts(model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """LLaVA-shaped prompts (system prompt, image, question) of random ids, with random pixels."""
+def synthetic_prompts(model, args: argparse.Namespace) -> list[Prompt]:
+    """Prompts shaped as the family's (system prompt, image, question) of random ids, with random pixels: LLaVA's
+    576-token image, Qwen's a 448 x 448 px image (256 visual tokens)."""
     g = torch.Generator().manual_seed(0)
-    size = model.get_vision_tower().vision_tower.config.image_size
     prompts = []
     for _ in range(args.prompts):
-        text = torch.randint(3, model.config.vocab_size, (40,), generator=g)
-        ids = torch.cat([torch.tensor([1]), text[:35], torch.tensor([-200]), text[35:]])[None]
-        prompts.append((ids, torch.rand(1, 3, size, size, generator=g)))
+        text = torch.randint(3, min(model.config.vocab_size, 800), (40,), generator=g)
+        if model.family == "llava":
+            size = model.get_vision_tower().vision_tower.config.image_size
+            ids = torch.cat([torch.tensor([1]), text[:35], torch.tensor([IMAGE_TOKEN_INDEX]), text[35:]])[None]
+            prompts.append({"input_ids": ids, "images": torch.rand(1, 3, size, size, generator=g)})
+        else:
+            c, grid = model.config, torch.tensor([[1, 32, 32]])
+            image = [c.vision_start_token_id] + [c.image_token_id] * (32 * 32 // 4) + [c.vision_end_token_id]
+            ids = torch.cat([text[:35], torch.tensor(image), text[35:]])[None]
+            prompts.append({"input_ids": ids, "image_grid_thw": grid,
+                            "pixel_values": torch.rand(32 * 32, 3 * 2 * 14 * 14, generator=g)})
     return prompts
 
 
-def real_prompts(tokenizer, processor, model, args) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Long-answer prompts as the chat demo builds them, about the bundled image and other scenes of the world."""
-    import random
-
-    from twigvlm.constants import DEFAULT_IMAGE_TOKEN
-    from twigvlm.conversation import conv_templates
-    from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token
-    from twigvlm.world.shapes import random_scene, render
-
-    conv = conv_templates[args.conv_mode].copy()
-    conv.append_message(conv.roles[0], f"{DEFAULT_IMAGE_TOKEN}\n{args.question}")
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
-    images = [load_image(str(DEMO_IMAGE))] if DEMO_IMAGE.is_file() else []
-    images += [render(random_scene(random.Random(f"bench/{i}"))) for i in range(args.prompts - len(images))]
-    return [(ids, process_images([image], processor, model.config)) for image in images]
+def real_prompts(chat, args: argparse.Namespace) -> list[Prompt]:
+    """Long-answer prompts as the chat demo builds them, one per image of --image-files (cycled to --prompts)."""
+    if not args.image_files:
+        raise SystemExit("error: give --image-files to benchmark a checkpoint (any pictures, e.g. photos)")
+    images = [load_image(f) for f in args.image_files]
+    turns = [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{args.question}"}]
+    return [chat.generation_inputs(turns, [images[i % len(images)]]) for i in range(args.prompts)]
 
 
-def generation_fn(model, strategy: str, pruning: str, args) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    config = {"generation_strategy": strategy, "pruning": pruning,
-              "attention_rank": args.retained_tokens if pruning != "none" else None}
-    return lambda ids, pixels: model.generate(ids, images=pixels.to(model.device, model.dtype),
-                                              max_new_tokens=args.max_new_tokens,
-                                              eos_token_id=-1 if args.ignore_eos else None, twigvlm_config=config)
+def generation_fn(model: TwigVLM, strategy: str, pruning: str, stop: list[int],
+                  args: argparse.Namespace) -> Callable[[Prompt], Any]:
+    budget = {"attention_rank": args.retained_tokens, "retain_ratio": args.retain_ratio} if pruning != "none" else {}
+    config = TwigVLMConfig.from_dict({"generation_strategy": strategy, "pruning": pruning, **budget},
+                                     has_twig=True).to_dict()
+    return lambda prompt: model.generate(**prompt, max_new_tokens=args.max_new_tokens,
+                                         eos_token_id=-1 if args.ignore_eos else stop, twigvlm_config=config)
 
 
-def interleaved_outputs(model, prompts, args) -> dict[tuple[str, str], list[Any]]:
+def interleaved_outputs(model: TwigVLM, prompts: list[Prompt], stop: list[int],
+                        args: argparse.Namespace) -> dict[tuple[str, str], list[Any]]:
     """Every setup's GenerationOutputs, [repeat x prompt] each. Each prompt runs through all setups back to back
     (their order rotating), so a change in the machine's load hits every setup alike."""
-    generate = {setup: generation_fn(model, *setup, args) for setup in SETUPS}
+    generate = {setup: generation_fn(model, *setup, stop, args) for setup in SETUPS}
     for run in generate.values():
-        run(*prompts[0])  # warm-up
+        run(prompts[0])  # warm-up
     outputs = {setup: [] for setup in SETUPS}
     with tqdm(total=args.repeats * len(prompts) * len(SETUPS), desc="generations", disable=args.json) as bar:
         for repeat in range(args.repeats):
-            for i, (ids, pixels) in enumerate(prompts):
+            for i, prompt in enumerate(prompts):
                 shift = (repeat * len(prompts) + i) % len(SETUPS)
                 for setup in SETUPS[shift:] + SETUPS[:shift]:
-                    outputs[setup].append(generate[setup](ids, pixels))
+                    outputs[setup].append(generate[setup](prompt))
                     bar.update()
     return outputs
 
 
-def summarize(strategy: str, pruning: str, outs: list[Any], baseline: list[Any], R: float | None) -> Run:
+def summarize(strategy: str, pruning: str, outs: list[Any], baseline: list[Any]) -> Run:
     """One setup's medians; its speed-up is the median of its per-generation ratios to the baseline's."""
     accepted, drafted = sum(o.num_accepted for o in outs), sum(o.num_drafted for o in outs)
     verify_tokens = [o.mean_accepted_length for o in outs if o.mean_accepted_length]
-    return Run(strategy, pruning, R if pruning != "none" else None,
+    return Run(strategy, pruning, outs[0].R,
                tokens_per_second=statistics.median(o.decoding_tokens_per_second for o in outs),
                prefill_seconds=statistics.median(o.prefill_time for o in outs),
                total_tokens_per_second=statistics.median(o.tokens_per_second for o in outs),
@@ -156,39 +190,39 @@ def summarize(strategy: str, pruning: str, outs: list[Any], baseline: list[Any],
                                          for o, b in zip(outs, baseline)))
 
 
-def measure_setups(model, prompts, args) -> list[Run]:
+def measure_setups(model: TwigVLM, prompts: list[Prompt], stop: list[int], args: argparse.Namespace) -> list[Run]:
     """Every setup of SETUPS, interleaved; each SSD run is checked against the AR run with the same pruning."""
-    outputs = interleaved_outputs(model, prompts, args)
+    outputs = interleaved_outputs(model, prompts, stop, args)
     tokens = {setup: [o.predicted_tokens[0].tolist() for o in outs] for setup, outs in outputs.items()}
     runs = []
     for strategy, pruning in SETUPS:
-        run = summarize(strategy, pruning, outputs[strategy, pruning], outputs[SETUPS[0]], args.retained_tokens)
+        run = summarize(strategy, pruning, outputs[strategy, pruning], outputs[SETUPS[0]])
         if strategy == "self_speculative":
             run.same_output_as_autoregressive = tokens[strategy, pruning] == tokens["autoregressive", pruning]
         runs.append(run)
     return runs
 
 
-def measure_transformers(model, prompts, args, baseline_speed: float) -> Run:
-    """transformers' LlavaForConditionalGeneration.generate on the same weights (greedy, no pruning), run after the
-    others (its speed-up is a ratio of medians, not paired)."""
-    from twigvlm.testing.checkpoints import to_transformers_llava
-
-    hf = to_transformers_llava(model, image_token_id=0)
+def measure_transformers(model: TwigVLM, prompts: list[Prompt], args: argparse.Namespace, baseline_speed: float,
+                         visual_tokens: float | None) -> Run:
+    """transformers' own generate (the family's class) on the same weights, greedy, no pruning, always
+    --max-new-tokens; run after the others (its speed-up is a ratio of medians, not paired)."""
+    hf = model.base.to_transformers()
     speeds, prefills, totals, tokens = [], [], [], 0
-    for i, (ids, pixels) in enumerate([prompts[0]] + prompts):
-        at = int((ids[0] == -200).nonzero())
-        hf_ids = torch.cat([ids[:, :at], torch.zeros(1, model.config.num_visual_tokens, dtype=torch.long),
-                            ids[:, at + 1:]], 1).to(args.device)
-        kwargs = dict(input_ids=hf_ids, pixel_values=pixels.to(args.device, model.dtype), do_sample=False,
-                      pad_token_id=0)
+    for i, prompt in enumerate([prompts[0]] + prompts):
+        inputs = {k: v.to(args.device) if isinstance(v, torch.Tensor) else v
+                  for k, v in model.base.transformers_inputs(prompt).items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        kwargs = dict(**inputs, do_sample=False, pad_token_id=0, temperature=None, top_p=None, top_k=None,
+                      repetition_penalty=1.0)
         start = _now(args.device)
         hf.generate(**kwargs, max_new_tokens=1, min_new_tokens=1)
         prefill = _now(args.device) - start
         start = _now(args.device)
         out = hf.generate(**kwargs, max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens)
         total = _now(args.device) - start
-        n = out.shape[1] - hf_ids.shape[1]
+        n = out.shape[1] - inputs["input_ids"].shape[1]
         if i:  # the first pass is the warm-up
             speeds.append(n / max(total - prefill, 1e-9))
             prefills.append(prefill)
@@ -196,7 +230,7 @@ def measure_transformers(model, prompts, args, baseline_speed: float) -> Run:
             tokens += n
     del hf
     return Run("transformers", "none", None, statistics.median(speeds), statistics.median(prefills),
-               statistics.median(totals), None, None, tokens, float(model.config.num_visual_tokens),
+               statistics.median(totals), None, None, tokens, visual_tokens,
                speedup=statistics.median(speeds) / baseline_speed)
 
 
@@ -222,12 +256,15 @@ def table(runs: list[Run]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-path", help="a LLaVA-1.5 checkpoint folder (default: the bundled tiny world)")
+    p.add_argument("--model-path", help="a LLaVA-1.5 or Qwen2.5-VL checkpoint folder or cached hub id (default: the "
+                                        "bundled tiny world)")
     p.add_argument("--twig", help="a twig folder (default: a fresh copy of base layers K..K+T-1)")
     p.add_argument("--twig-K", type=int, default=None)
     p.add_argument("--twig-T", type=int, default=3)
-    p.add_argument("--random-model", choices=["tiny", "7b"], help="benchmark a random model of this shape instead")
-    p.add_argument("-R", "--retained-tokens", type=float, default=64)
+    p.add_argument("--random-model", choices=["tiny", "7b", "qwen-tiny", "qwen-7b"],
+                   help="benchmark a random model of this shape instead (LLaVA-1.5, or Qwen2.5-VL)")
+    p.add_argument("--image-files", nargs="+", default=None, help="pictures to ask about (default: the tiny world's)")
+    add_generation_arguments(p, R="64")
     p.add_argument("--device", default=default_device())
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
@@ -240,15 +277,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-transformers", action="store_true", help="skip transformers' generate")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
+    if args.retained_tokens is None and args.retain_ratio is None:
+        p.error("bench_speed compares pruned and unpruned runs: give -R N or --retain-ratio, not -R all")
+    if args.retain_ratio is not None:
+        args.retained_tokens = None
+    check_device(args.device)
     if args.random_model:
         args.ignore_eos = True
     torch.manual_seed(0)
-    model, prompts, description = load_model(args)
-    runs = measure_setups(model, prompts, args)
+    model, prompts, stop, description = load_model(args)
+    runs = measure_setups(model, prompts, stop, args)
     if not args.no_transformers:
-        runs.append(measure_transformers(model, prompts, args, runs[0].tokens_per_second))
-    result = {"model": description, "device": args.device, "dtype": str(model.dtype).removeprefix("torch."),
-              "K": model.twig.K, "T": model.twig.T, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        runs.append(measure_transformers(model, prompts, args, runs[0].tokens_per_second,
+                                         runs[0].visual_tokens_average))
+    result = {"model": description, "family": model.family, "device": args.device,
+              "dtype": str(model.dtype).removeprefix("torch."), "K": model.twig.K, "T": model.twig.T,
+              "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
               "runs": [asdict(r) for r in runs]}
     if args.json:

@@ -1,27 +1,29 @@
-"""`load_pretrained_model`: LLaVA's loader signature, plus `twig=` to grow a twig on the loaded base.
+"""`load_pretrained_model`: LLaVA's loader signature, plus `twig=` to grow a twig on the loaded base, for every
+model family (LLaVA-1.5 in either layout, Qwen2.5-VL).
 
-    tokenizer, model, image_processor, context_len = load_pretrained_model(
+    tokenizer, model, processor, context_len = load_pretrained_model(
         model_path, model_base=None, model_name=get_model_name_from_path(model_path), twig="checkpoints/...")
+
+`processor` is LLaVA's CLIP image processor, or Qwen2.5-VL's processor (chat template, text and images).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from twigvlm.model.checkpoint import load_llava
-from twigvlm.model.tokenizer import load_tokenizer
+from twigvlm.inference.generate import TwigVLM
+from twigvlm.model.auto import load_vlm
 from twigvlm.model.twig import Twig
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-CONTEXT_LENGTH = 2048  # what LLaVA-1.5's loader reports for Llama checkpoints
+LLAVA_CONTEXT_LENGTH = 2048  # what LLaVA-1.5's loader reports for Llama checkpoints
 
 
 def resolve_dtype(torch_type: torch.dtype | str | None, device: str) -> torch.dtype:
@@ -39,43 +41,41 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str) -> str:
+    """`device` if this machine has it; a clear error otherwise."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use "
+                         f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of PyTorch")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ValueError(f"unknown device '{device}': use cpu or cuda (cuda:N for the N-th GPU)")
+    return device
+
+
 def load_pretrained_model(model_path: str | Path, model_base: str | None = None, model_name: str | None = None,
                           load_8bit: bool = False, load_4bit: bool = False, device_map: Any = "auto",
                           device: str | None = None, torch_type: torch.dtype | str | None = None,
                           attn_implementation: str = "sdpa", use_flash_attn: bool = False,
                           twig: str | Path | None = None, twig_K: int | None = None,
-                          vision_tower: str | None = None, **unused: Any):
-    """Load a LLaVA-1.5 checkpoint (original or llava-hf layout) and optionally a twig.
+                          vision_tower: str | None = None, **unused: Any) -> tuple[Any, TwigVLM, Any, int]:
+    """Load a base checkpoint (a folder, or a hub id already in the local Hugging Face cache) and optionally a twig.
 
-    K of a twig comes from its checkpoint (our format), else `twig_K`, else the `twig_K` environment variable
-    (the public format records no K); T is read off its weights. Returns (tokenizer, model, image_processor,
-    context_len) as LLaVA's loader does; the model is in eval mode with every parameter frozen.
+    K of a twig comes from its checkpoint (our format), else `twig_K` (the public format records no K); T is read
+    off its weights. Returns (tokenizer, model, processor, context_len) as LLaVA's loader does; the model is in
+    eval mode with every parameter frozen.
     """
     if model_base is not None:
         raise ValueError("model_base (LoRA or projector-only checkpoints) is not supported: merge the LoRA into "
                          "the base first (LLaVA's scripts/merge_lora_weights.py) and pass the merged folder")
     if load_8bit or load_4bit:
         raise ValueError("8-bit/4-bit loading is not supported; load in float16 or bfloat16")
-    device = device or default_device()
+    device = check_device(device or default_device())
     dtype = resolve_dtype(torch_type, device)
     if use_flash_attn:
         attn_implementation = "flash_attention_2"
-    model, image_processor = load_llava(model_path, device, dtype, attn_implementation, vision_tower)
-    if attn_implementation != "sdpa":
-        model.set_attn_implementation(attn_implementation)  # checks flash-attn is installed
-    tokenizer = load_tokenizer(model_path)
+    base, tokenizer, processor = load_vlm(model_path, device, dtype, attn_implementation, vision_tower=vision_tower)
+    model = TwigVLM(base)
     if twig is not None:
-        K = twig_K if twig_K is not None else _env_int("twig_K")
-        model.attach_twig(Twig.load(twig, model.config, K, attn_implementation))
+        model.attach_twig(Twig.load(twig, base, twig_K, attn_implementation))
         log.info("grew a twig (K=%d, T=%d) from %s", model.twig.K, model.twig.T, twig)
-    return tokenizer, model, image_processor, CONTEXT_LENGTH
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+    context = LLAVA_CONTEXT_LENGTH if base.family == "llava" else base.config.max_position_embeddings
+    return tokenizer, model, processor, context

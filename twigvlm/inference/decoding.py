@@ -21,7 +21,7 @@ Emit = Callable[[list[int], list[bool]], None]
 @dataclass(frozen=True)
 class DecodeConfig:
     max_new_tokens: int
-    eos_token_id: int | None = None
+    stop_ids: frozenset[int] = frozenset()  # tokens that end the answer (EOS; Qwen: <|im_end|>, <|endoftext|>)
     sampling: Sampling = Sampling()
     num_speculations: int = 5  # most tokens drafted per step
     draft_threshold: float = 0.6  # stop drafting after a token the twig itself gives less than this
@@ -53,7 +53,7 @@ def autoregressive(engine: Engine, first_logits: Tensor, cfg: DecodeConfig, rng:
         token = int(next_token(logits[None], cfg.sampling, rng))
         tokens.append(token)
         emit([token], [False])
-        if token == cfg.eos_token_id or len(tokens) >= cfg.max_new_tokens:
+        if token in cfg.stop_ids or len(tokens) >= cfg.max_new_tokens:
             return tokens, DecodeStats()
         engine.extend(torch.tensor([token], device=logits.device))
         logits = engine.target_logits()[-1]
@@ -68,7 +68,7 @@ def self_speculative(engine: Engine, first_logits: Tensor, cfg: DecodeConfig, rn
     device = first_logits.device
     tokens = [int(next_token(first_logits[None], cfg.sampling, rng))]
     emit(tokens[:], [False])
-    while tokens[-1] != cfg.eos_token_id and len(tokens) < cfg.max_new_tokens:
+    while tokens[-1] not in cfg.stop_ids and len(tokens) < cfg.max_new_tokens:
         start = engine.length
         engine.extend(torch.tensor(tokens[-1:], device=device))  # the last token is not in any cache yet
         room = cfg.max_new_tokens - len(tokens) - 1  # the verify step always adds one token of its own
@@ -79,7 +79,7 @@ def self_speculative(engine: Engine, first_logits: Tensor, cfg: DecodeConfig, rn
         stats.drafted, stats.accepted = stats.drafted + len(drafts), stats.accepted + m
         stats.verify_steps += 1
         new, from_draft = drafts[:m], [True] * m
-        if not (m and drafts[m - 1] == cfg.eos_token_id):  # an accepted EOS ends the answer
+        if not (m and drafts[m - 1] in cfg.stop_ids):  # an accepted EOS ends the answer
             new, from_draft = new + [token], from_draft + [False]
         stats.tokens_from_verify += len(new)
         tokens += new
@@ -102,7 +102,7 @@ def draft_tokens(engine: Engine, limit: int, cfg: DecodeConfig,
         drafts.append(token)
         qs.append(q[0])
         engine.extend(torch.tensor([token], device=logits.device))
-        if token == cfg.eos_token_id or confidence < cfg.draft_threshold:
+        if token in cfg.stop_ids or confidence < cfg.draft_threshold:
             break
     vocab = engine.model.config.vocab_size
     return drafts, torch.stack(qs) if qs else torch.zeros(0, vocab, device=engine.h_k.device)

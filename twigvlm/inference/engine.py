@@ -7,8 +7,9 @@ Layers [0, K) are shared: they run once per token and write the layer-K hidden s
 and the upper stacks are two CONSUMERS of that stream, each with a cursor; running one of them consumes the h_K
 rows it has not seen yet. So the h_K of drafted tokens, computed while drafting, is what the verifier reads: no
 layer [0, K) runs twice for a token. Prefill is where pruning happens: the middle stack receives only the kept
-visual tokens, the top stack none, each at its ORIGINAL position id. After a rejection, `rollback` sets every
-cache and cursor back to the accepted length.
+visual tokens, the top stack none, each at its ORIGINAL position (`pruning.pruned_forward`). Decoded tokens sit
+at sequence index + the prompt's rope delta (0 for plain RoPE; M-RoPE's images take fewer positions than tokens).
+After a rejection, `rollback` sets every cache and cursor back to the accepted length.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from twigvlm.inference.cache import KVCache
-from twigvlm.inference.pruning import PruningPlan, select_visual_tokens, visual_scores
-from twigvlm.model.llama import run_layers
+from twigvlm.inference.pruning import (LayerGroups, PruningPlan, choose_visual_tokens, kept_rows, pruned_forward,
+                                       unpruned_report, visual_scores)
+from twigvlm.model.decoder import run_layers
+from twigvlm.model.family import MultimodalInputs, VisionLanguageModel
 
 
 @dataclass
@@ -39,75 +42,79 @@ class Stack:
 class PrefillResult:
     target_logits: Tensor  # [V] next-token logits of the target after the prompt
     draft_logits: Tensor | None  # [V] the twig's, when there is a twig
-    kept_visual: Tensor | None  # indices (into the image tokens) kept for layers [K, F)
+    kept_visual: Tensor | None  # indices (into the prompt's visual tokens) kept for layers [K, F)
     visual_tokens: dict[str, float]  # visual tokens per layer group and their average over base layers
 
 
 class Engine:
-    """The state of ONE generation (batch size 1): caches, the h_K stream, and the cursors of its consumers."""
+    """The state of ONE generation (batch size 1): caches, the h_K stream, and the cursors of its consumers.
 
-    def __init__(self, model: nn.Module, twig: nn.Module | None, plan: PruningPlan, capacity: int):
+    K is the twig's when there is one; without a twig (FastV, or no pruning) it is `K`, FastV's scoring layer + 1.
+    """
+
+    def __init__(self, model: VisionLanguageModel, twig: nn.Module | None, plan: PruningPlan, capacity: int,
+                 K: int = 2):
         cfg = model.config
         self.model, self.twig, self.plan = model, twig, plan
         self.N = cfg.num_hidden_layers
-        self.K = twig.K if twig is not None else plan.K
-        self.F = plan.wipe_layer(self.N) if plan.active else self.N
-        layers = model.model.layers
+        self.K = twig.K if twig is not None else K
+        self.groups = plan.groups(self.N, self.K) if plan.active else LayerGroups(self.N, self.K, self.N)
+        self.F = self.groups.F
         cache = lambda n: KVCache(n, cfg.num_key_value_heads, cfg.attn_head_dim, capacity,  # noqa: E731
                                   model.dtype, model.device)
-        self.lower = Stack(layers[:self.K], cache(self.K))
+        self.lower = Stack(model.layers[:self.K], cache(self.K))
         self.draft = Stack(twig.layers, cache(twig.T)) if twig is not None else None
-        self.middle = Stack(layers[self.K:self.F], cache(self.F - self.K))
-        self.top = Stack(layers[self.F:], cache(self.N - self.F))
+        self.middle = Stack(model.layers[self.K:self.F], cache(self.F - self.K))
+        self.top = Stack(model.layers[self.F:], cache(self.N - self.F))
         self.h_k = torch.empty(1, capacity, cfg.hidden_size, dtype=model.dtype, device=model.device)  # [1, S, C]
         self.length = 0  # tokens through the lower stack (the h_K stream's length)
         self.draft_pos = 0  # h_K rows consumed by the twig
         self.target_pos = 0  # h_K rows consumed by the upper stacks
+        self.axes, self.rope_delta = cfg.position_axes, 0  # decoding positions: sequence index + rope_delta
 
     # --- prefill -----------------------------------------------------------------------------------------------
-    def prefill(self, embeds: Tensor, visual_span: tuple[int, int] | None) -> PrefillResult:
-        """Run the whole prompt embeds [1, P, C]; prune the visual tokens of `visual_span` per the plan."""
-        P = embeds.shape[1]
-        positions = torch.arange(P, device=embeds.device)[None]  # [1, P]
-        rope = self.model.rope(positions)
-        fastv = self.plan.method == "fastv" and visual_span is not None
-        h, lower_attn = run_layers(self.lower.layers, embeds, rope, self.lower.cache, score_last_layer=fastv)
+    def prefill(self, inputs: MultimodalInputs) -> PrefillResult:
+        """Run the whole prompt (a batch of one); prune its visual tokens per the plan."""
+        P = inputs.embeds.shape[1]
+        V = sum(end - start for start, end in inputs.visual_spans[0])
+        self.rope_delta = int(inputs.rope_deltas[0])
+        rope = self.model.rope(inputs.position_ids)
+        prune = self.plan.active and V > 0
+        fastv, ttp = prune and self.plan.method == "fastv", prune and self.plan.method == "twig"
+        h, lower_attention = run_layers(self.lower.layers, inputs.embeds, rope, self.lower.cache,
+                                        score_last_layer=fastv)
         self._store_h_k(h)
 
-        draft_logits, twig_attn = None, None
+        draft_logits, twig_attention = None, None
         if self.draft is not None:
-            ttp = self.plan.method == "twig" and visual_span is not None
-            h_twig, twig_attn = run_layers(self.draft.layers, h, rope, self.draft.cache, score_last_layer=ttp)
+            h_twig, twig_attention = run_layers(self.draft.layers, h, rope, self.draft.cache, score_last_layer=ttp)
             draft_logits = self._twig_head(h_twig[:, -1])[0]
             self.draft_pos = P
-        elif self.plan.method == "twig":
+        elif ttp:
             raise ValueError("twig-guided pruning needs a twig: load one (twig=...) or use pruning 'fastv'/'none'")
 
-        V = visual_span[1] - visual_span[0] if visual_span else 0
-        kept, mid_pos, top_rows = None, positions[0], None
-        if self.plan.active and visual_span is not None:
-            attention = lower_attn if fastv else twig_attn
-            scores = visual_scores(attention, visual_span) if attention is not None else None
-            kept = select_visual_tokens(self.plan, scores, V, self.plan.rank(self.N, V), embeds.device)
-            start, end = visual_span
-            mid_pos = torch.cat([mid_pos[:start], kept + start, mid_pos[end:]])  # [P'] ascending, original ids
-            top_rows = (mid_pos < start) | (mid_pos >= end)  # the final wipe keeps text only
-            h = h[:, mid_pos]
-        h, _ = run_layers(self.middle.layers, h, self.model.rope(mid_pos[None]), self.middle.cache)
-        top_pos = mid_pos if top_rows is None else mid_pos[top_rows]
-        h = h if top_rows is None else h[:, top_rows]
-        h, _ = run_layers(self.top.layers, h, self.model.rope(top_pos[None]), self.top.cache)
-        self.middle.pruned, self.top.pruned = P - len(mid_pos), P - len(top_pos)
+        kept, middle, top = None, None, None
+        if prune:
+            rank = self.plan.rank(self.groups, V)
+            attention = lower_attention if fastv else twig_attention
+            scores = visual_scores(attention, inputs.visual_mask()[0]) if attention is not None else None
+            kept = choose_visual_tokens(scores, V, rank, self.plan.seed)
+            middle, top = kept_rows(inputs, [kept])  # [1, P] each
+            visual = self.groups.report(rank, V, self.draft is not None)
+        else:
+            visual = unpruned_report(self.N, V, self.draft is not None)
+        h, _, _ = pruned_forward(self.model, inputs, h, self.groups, middle, top, (self.middle.cache, self.top.cache))
+        self.middle.pruned = 0 if middle is None else P - int(middle.sum())
+        self.top.pruned = 0 if top is None else P - int(top.sum())
         self.target_pos = P
-        visual = self.plan.visual_tokens_per_group(self.N, V, self.draft is not None)
         return PrefillResult(self._target_head(h[:, -1])[0], draft_logits, kept, visual)
 
     # --- decoding steps ----------------------------------------------------------------------------------------
     def extend(self, tokens: Tensor) -> None:
         """Feed new tokens [q] through the lower stack; their h_K joins the stream."""
-        embeds = self.model.model.embed_tokens(tokens[None])  # [1, q, C]
-        positions = torch.arange(self.length, self.length + len(tokens), device=tokens.device)[None]
-        h, _ = run_layers(self.lower.layers, embeds, self.model.rope(positions), self.lower.cache)
+        embeds = self.model.embed_tokens(tokens[None])  # [1, q, C]
+        rope = self.model.rope(self._positions(self.length, self.length + len(tokens)))
+        h, _ = run_layers(self.lower.layers, embeds, rope, self.lower.cache)
         self._store_h_k(h)
 
     def draft_logits(self) -> Tensor:
@@ -134,17 +141,23 @@ class Engine:
             self.draft.truncate(self.draft_pos)
 
     # --- helpers -----------------------------------------------------------------------------------------------
+    def _positions(self, start: int, end: int) -> Tensor:
+        """Position ids [A, 1, end - start] of sequence indices [start, end) after the prompt."""
+        steps = torch.arange(start + self.rope_delta, end + self.rope_delta, device=self.h_k.device)
+        return steps.expand(self.axes, 1, -1)
+
     def _store_h_k(self, h: Tensor) -> None:
         end = self.length + h.shape[1]
         if end > self.h_k.shape[1]:
-            self.h_k = torch.cat([self.h_k, torch.empty_like(self.h_k)], dim=1)
+            grown = self.h_k.new_empty(1, max(end, 2 * self.h_k.shape[1]), self.h_k.shape[2])
+            grown[:, :self.length] = self.h_k[:, :self.length]
+            self.h_k = grown
         self.h_k[:, self.length:end] = h
         self.length = end
 
     def _consume(self, stacks: list[Stack], start: int) -> Tensor:
         """Run the h_K rows [start, length) through `stacks` in turn, each appending to its cache."""
-        positions = torch.arange(start, self.length, device=self.h_k.device)[None]
-        rope = self.model.rope(positions)
+        rope = self.model.rope(self._positions(start, self.length))
         h = self.h_k[:, start:self.length]
         for stack in stacks:
             h, _ = run_layers(stack.layers, h, rope, stack.cache)
@@ -154,4 +167,4 @@ class Engine:
         return self.twig.lm_head(self.twig.norm(h)).float()
 
     def _target_head(self, h: Tensor) -> Tensor:
-        return self.model.lm_head(self.model.model.norm(h)).float()
+        return self.model.logits(h).float()

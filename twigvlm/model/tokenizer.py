@@ -20,6 +20,8 @@ turn it off).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import json
 import re
 from pathlib import Path
@@ -388,3 +390,28 @@ def _as_tensor(rows: list[list[int]], return_tensors: str) -> torch.Tensor:
     if len({len(row) for row in rows}) > 1:
         raise ValueError("the texts have different lengths: pass padding=True to make one tensor of them")
     return torch.tensor(rows, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=None)
+def train_sentencepiece(lines: tuple[str, ...], vocab_size: int) -> bytes:
+    """A tokenizer.model trained on `lines` with the settings of Llama's (deterministic; cached per process)."""
+    model = io.BytesIO()
+    spm.set_random_generator_seed(0)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
+        # Llama's trainer_spec and normalizer_spec:
+        model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", allow_whitespace_only_pieces=True,
+        split_by_unicode_script=True, split_by_number=True, split_by_whitespace=True, max_sentencepiece_length=16,
+        character_coverage=0.99995, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        # Determinism, and a small corpus:
+        num_threads=1, shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def train_llama_tokenizer(lines: tuple[str, ...], vocab_size: int, legacy: bool = True,
+                          model_max_length: int = 2048) -> SentencePieceLlamaTokenizer:
+    """A Llama tokenizer trained on `lines`, with pad = unk as LLaVA-1.5 saves it (the tiny world's, the tests')."""
+    return SentencePieceLlamaTokenizer(train_sentencepiece(lines, vocab_size), pad_token="<unk>", legacy=legacy,
+                                       model_max_length=model_max_length)

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from twigvlm.model.config import CheckpointError, LlavaConfig
-from twigvlm.model.llama import DecoderLayer, RMSNorm
+from twigvlm.model.decoder import DecoderConfig, DecoderLayer, RMSNorm
+from twigvlm.model.family import CheckpointError
 
 TWIG_CONFIG_NAME = "twig_config.json"
 TWIG_WEIGHTS_NAME = "model.safetensors"
@@ -37,6 +37,7 @@ class TwigConfig:
     vocab_size: int
     base_num_layers: int
     base_model: str = ""  # name or path of the base it was grown on
+    family: str = ""  # the base's model family ("llava", "qwen2_5_vl"); "" in twigs saved before it was recorded
     training: dict[str, Any] = field(default_factory=dict)  # recipe: loss, steps, lr, data... ("" if untrained)
     format_version: int = 1
 
@@ -49,7 +50,8 @@ class TwigConfig:
 
 
 class Twig(nn.Module):
-    def __init__(self, base_config: LlavaConfig, config: TwigConfig, attn_implementation: str = "sdpa"):
+    def __init__(self, base_config: DecoderConfig, config: TwigConfig, attn_implementation: str = "sdpa"):
+        """T decoder layers of the base's kind, its norm and a head of the base's vocabulary."""
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(DecoderLayer(base_config, attn_implementation) for _ in range(config.T))
@@ -70,15 +72,21 @@ class Twig(nn.Module):
         cfg = base.config
         check_depth(K, T, cfg.num_hidden_layers)
         twig = cls(cfg, TwigConfig(K=K, T=T, hidden_size=cfg.hidden_size, vocab_size=cfg.vocab_size,
-                                   base_num_layers=cfg.num_hidden_layers, base_model=cfg.name_or_path))
-        twig.layers = nn.ModuleList(copy.deepcopy(base.model.layers[K + i]) for i in range(T))
-        twig.norm = copy.deepcopy(base.model.norm)
-        twig.lm_head = copy.deepcopy(base.lm_head)
+                                   base_num_layers=cfg.num_hidden_layers, base_model=cfg.name_or_path,
+                                   family=base.family))
+        twig.layers = nn.ModuleList(copy.deepcopy(base.layers[K + i]) for i in range(T))
+        twig.norm = copy.deepcopy(base.norm)
+        twig.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        twig.lm_head.weight = nn.Parameter(base.lm_head.weight.detach().clone())  # its own, even if the base ties it
         return twig.requires_grad_(True)
 
-    def check_fits(self, base_config: LlavaConfig) -> None:
-        """Refuse a twig grown for another base: different width or vocabulary, or K+T beyond its depth."""
-        c = self.config
+    def check_fits(self, base: nn.Module) -> None:
+        """Refuse a twig grown for another base: another family, width or vocabulary, or K+T beyond its depth."""
+        c, base_config = self.config, base.config
+        if c.family and c.family != base.family:
+            raise CheckpointError(
+                f"the twig was grown on a {c.family} model ('{c.base_model or 'another model'}'), not on a "
+                f"{base.family} model like this base: load it with that base, or train a twig for this one")
         if (c.hidden_size, c.vocab_size) != (base_config.hidden_size, base_config.vocab_size):
             raise CheckpointError(
                 f"the twig (hidden size {c.hidden_size}, vocabulary {c.vocab_size}) does not fit this base "
@@ -96,7 +104,7 @@ class Twig(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, base_config: LlavaConfig, K: int | None = None,
+    def load(cls, folder: str | Path, base: nn.Module, K: int | None = None,
              attn_implementation: str = "sdpa") -> "Twig":
         """Load a twig in our format or the public one. K comes from twig_config.json, else from `K`."""
         folder = Path(folder)
@@ -111,14 +119,13 @@ class Twig(nn.Module):
                 raise CheckpointError(f"{folder}/{TWIG_CONFIG_NAME} says T={config.T} but the weights hold {T} layers")
         elif K is None:
             raise CheckpointError(f"{folder} is a twig in the public TwigVLM format, which does not record K: pass "
-                                  f"twig_K (load_pretrained_model(..., twig_K=2), --twig-K 2, or twig_K=2 in the "
-                                  f"environment)")
+                                  f"twig_K (load_pretrained_model(..., twig_K=2), or --twig-K 2 on the command line)")
         else:
             config = TwigConfig(K=K, T=T, hidden_size=tensors["norm.weight"].shape[0],
                                 vocab_size=tensors["lm_head.weight"].shape[0],
-                                base_num_layers=base_config.num_hidden_layers, base_model="(public format)")
-        twig = cls(base_config, config, attn_implementation)
-        twig.check_fits(base_config)
+                                base_num_layers=base.config.num_hidden_layers, base_model="(public format)")
+        twig = cls(base.config, config, attn_implementation)
+        twig.check_fits(base)
         twig.load_state_dict(tensors)
         return twig
 
@@ -148,8 +155,8 @@ def read_twig_tensors(folder: Path) -> dict[str, Tensor]:
         raw.update(load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu",
                                                                                     weights_only=True))
     if any(k.startswith(("model.embed_tokens", "model.mm_projector", "model.vision_tower", "language_model",
-                         "model.language_model")) for k in raw):
-        raise CheckpointError(f"{folder} is a full LLaVA checkpoint, not a twig: pass it as the base model "
+                         "model.language_model", "visual.", "model.visual.")) for k in raw):
+        raise CheckpointError(f"{folder} is a full model checkpoint, not a twig: pass it as the base model "
                               f"(model_path) and the twig folder as twig=")
     tensors = {k.removeprefix("model."): v for k, v in raw.items()}
     needed = {"norm.weight", "lm_head.weight"}

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from torch import Tensor, nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from twigvlm.model.config import CheckpointError
+from twigvlm.model.family import CheckpointError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def make_image_processor(image_size: int = 336, folder: Path | None = None):
+    """CLIP's image processor, PIL backend (the one LLaVA-1.5 used), from a folder's preprocessor_config.json
+    or, without one, with CLIP's published settings for `image_size`."""
+    try:
+        from transformers import CLIPImageProcessorPil as Processor  # transformers >= 5
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor  # PIL-based before 5
+    if folder is not None and (folder / "preprocessor_config.json").is_file():
+        return Processor.from_pretrained(str(folder))
+    return Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                     image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), do_convert_rgb=True, resample=3)
 
 
 class VisionTower(nn.Module):

@@ -3,7 +3,7 @@
 Shapes are tiny except where it matters: the CLIP tower works at 336 px with 14 px patches, so an image is 576
 visual tokens as in LLaVA-1.5-7B, and the pruning arithmetic of the real model applies unchanged.
 
-- `write_clip(folder)`: a CLIP vision tower folder (config.json, model.safetensors, preprocessor_config.json).
+(Random tiny models themselves: `twigvlm.model.tiny`.)
 - `write_llava(model, folder, ...)`: the liuhaotian layout (sharded .bin or .safetensors, `rotary_emb.inv_freq`
   leftovers, `mm_vision_tower` a local path or a hub name).
 - `write_llava_hf(model, folder, ...)`: the llava-hf layout, written by `transformers` itself.
@@ -14,82 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from twigvlm.model.checkpoint import make_image_processor, save_llava
-from twigvlm.model.config import LlavaConfig, vision_fields
-from twigvlm.model.llava import LlavaLlamaForCausalLM
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    num_layers: int = 8
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_heads: int = 4
-    num_kv_heads: int = 2  # grouped-query attention, so the kv-head path is exercised
-    vision_hidden_size: int = 32
-    vision_layers: int = 3
-    vision_heads: int = 2
-    image_size: int = 336
-    patch_size: int = 14
-    init_std: float = 0.05
-    head_std: float = 0.3  # peaked next-token distributions: no near-ties for greedy comparisons
-    quiet_from_layer: int | None = None  # layers from here on barely change the residual stream (a twig copy
-    quiet_scale: float = 0.05            # of the layers below then agrees well with the whole model)
-    seed: int = 0
-
-
-def clip_config(spec: TinySpec) -> dict:
-    return dict(hidden_size=spec.vision_hidden_size, intermediate_size=2 * spec.vision_hidden_size,
-                num_attention_heads=spec.vision_heads, num_hidden_layers=spec.vision_layers,
-                image_size=spec.image_size, patch_size=spec.patch_size, projection_dim=spec.vision_hidden_size,
-                hidden_act="quick_gelu", layer_norm_eps=1e-5)
-
-
-def write_clip(folder: str | Path, spec: TinySpec = TinySpec()) -> Path:
-    """A random tiny CLIP vision tower saved by transformers, with CLIP's image preprocessing config."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    folder = Path(folder)
-    torch.manual_seed(spec.seed + 1)
-    CLIPVisionModel(CLIPVisionConfig(**clip_config(spec))).save_pretrained(str(folder))
-    make_image_processor(spec.image_size).save_pretrained(str(folder))
-    return folder
-
-
-def tiny_config(spec: TinySpec, vocab_size: int, vision_tower: str) -> LlavaConfig:
-    return LlavaConfig(
-        vocab_size=vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-        rms_norm_eps=1e-5, max_position_embeddings=4096, mm_vision_tower=vision_tower,
-        mm_hidden_size=spec.vision_hidden_size, vision_config=vision_fields(clip_config(spec)))
-
-
-def random_llava(spec: TinySpec, vocab_size: int, clip_folder: Path) -> LlavaLlamaForCausalLM:
-    """A random tiny LLaVA whose vision tower holds the weights of `clip_folder`."""
-    from transformers import CLIPVisionModel
-
-    torch.manual_seed(spec.seed)
-    model = LlavaLlamaForCausalLM(tiny_config(spec, vocab_size, str(clip_folder)))
-    for name, p in model.named_parameters():
-        if name.startswith("model.vision_tower"):
-            continue
-        if p.dim() == 1:  # norms start at one, biases at zero
-            nn.init.ones_(p) if name.endswith("norm.weight") else nn.init.zeros_(p)
-        else:
-            nn.init.normal_(p, std=spec.head_std if name == "lm_head.weight" else spec.init_std)
-    if spec.quiet_from_layer is not None:
-        for layer in model.model.layers[spec.quiet_from_layer:]:
-            layer.self_attn.o_proj.weight.data.mul_(spec.quiet_scale)
-            layer.mlp.down_proj.weight.data.mul_(spec.quiet_scale)
-    clip = CLIPVisionModel.from_pretrained(str(clip_folder))
-    model.get_vision_tower().vision_tower.load_state_dict(clip.state_dict())
-    return model.eval().requires_grad_(False)
+from twigvlm.model.llava import LlavaLlamaForCausalLM, save_llava, to_our_key
+from twigvlm.model.vision import make_image_processor
 
 
 def write_llava(model: LlavaLlamaForCausalLM, folder: str | Path, tokenizer_folder: Path, vision_tower: str,
@@ -130,39 +60,7 @@ def _copy_tokenizer(tokenizer_folder: Path, folder: Path) -> None:
             shutil.copy(f, folder / f.name)
 
 
-def to_transformers_llava(model: LlavaLlamaForCausalLM, image_token_id: int, extra_vocab: int = 0):
-    """The same weights in `transformers.LlavaForConditionalGeneration`, on the model's device and dtype
-    (vocabulary padded by `extra_vocab` rows whose lm_head rows are zero, as llava-hf pads 32000 to 32064)."""
-    from transformers import LlavaConfig as HFLlavaConfig
-    from transformers import LlavaForConditionalGeneration
-
-    cfg = model.config
-    vocab = cfg.vocab_size + extra_vocab
-    hf_cfg = HFLlavaConfig(**{**cfg.replace(vocab_size=vocab).to_llava_hf_dict(image_token_id),
-                              "architectures": None, "model_type": None})
-    hf_cfg.text_config._attn_implementation = hf_cfg.vision_config._attn_implementation = "sdpa"
-    with torch.device(model.device):  # built where the model lives, in its precision
-        hf = LlavaForConditionalGeneration(hf_cfg).to(model.dtype).eval()
-    ours = model.state_dict()
-    state = {}
-    for name in hf.state_dict():
-        src = _our_name(name)
-        if src is None:
-            continue
-        tensor = ours[src]
-        if tensor.shape[0] == cfg.vocab_size and name.endswith(("embed_tokens.weight", "lm_head.weight")):
-            pad = tensor.new_zeros(extra_vocab, tensor.shape[1])
-            if name.endswith("embed_tokens.weight"):
-                pad += tensor.mean(dim=0)
-            tensor = torch.cat([tensor, pad])
-        state[name] = tensor
-    hf.load_state_dict(state, strict=False)
-    return hf.requires_grad_(False)
-
-
 def _our_name(hf_name: str) -> str | None:
-    from twigvlm.model.checkpoint import to_our_key
-
     return to_our_key(hf_name, "llava-hf")
 
 
@@ -176,7 +74,7 @@ def write_llava_hf(model: LlavaLlamaForCausalLM, folder: str | Path, tokenizer_f
 
     folder = Path(folder)
     image_token_id = model.config.vocab_size
-    to_transformers_llava(model, image_token_id, extra_vocab).save_pretrained(str(folder), safe_serialization=True)
+    model.to_transformers(image_token_id, extra_vocab).save_pretrained(str(folder), safe_serialization=True)
     make_image_processor(model.config.vision_config["image_size"]).save_pretrained(str(folder))
     tokenizer = load_tokenizer(tokenizer_folder)
     tokenizer.add_tokens(["<image>", "<pad>"])

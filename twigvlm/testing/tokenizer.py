@@ -7,15 +7,11 @@ bytes as in Llama, so "\\n" is <0x0A> = id 13 here too. Training is deterministi
 
 from __future__ import annotations
 
-import functools
-import io
 import itertools
 from pathlib import Path
 from typing import Iterable
 
-import sentencepiece as spm
-
-from twigvlm.model.tokenizer import SentencePieceLlamaTokenizer
+from twigvlm.model.tokenizer import train_llama_tokenizer
 
 DEFAULT_VOCAB_SIZE = 1000  # 3 control pieces + 256 bytes + pieces learnt from the corpus
 
@@ -56,28 +52,9 @@ def corpus() -> list[str]:
     return lines
 
 
-@functools.lru_cache(maxsize=None)
-def train_sentencepiece(vocab_size: int = DEFAULT_VOCAB_SIZE, lines: tuple[str, ...] | None = None) -> bytes:
-    """The serialized tokenizer.model, trained on `lines` (default: `corpus()`); cached per process."""
-    model = io.BytesIO()
-    spm.set_random_generator_seed(0)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines or corpus()), model_writer=model, vocab_size=vocab_size,
-        # Llama's trainer_spec and normalizer_spec:
-        model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=True,
-        remove_extra_whitespaces=False, normalization_rule_name="identity", allow_whitespace_only_pieces=True,
-        split_by_unicode_script=True, split_by_number=True, split_by_whitespace=True, max_sentencepiece_length=16,
-        character_coverage=0.99995, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        # Determinism, and a small corpus:
-        num_threads=1, shuffle_input_sentence=False, hard_vocab_limit=False, minloglevel=2,
-    )
-    return model.getvalue()
-
-
 def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE, legacy: bool = True,
                          lines: Iterable[str] | None = None) -> Path:
     """Write a LLaVA-style tokenizer folder (tokenizer.model, tokenizer_config.json, special_tokens_map.json) with
     pad = unk as LLaVA-1.5 saves it; `lines`: another training corpus (e.g. a data set's texts). Returns the folder."""
-    model = train_sentencepiece(vocab_size, None if lines is None else tuple(lines))
-    tokenizer = SentencePieceLlamaTokenizer(model, pad_token="<unk>", legacy=legacy, model_max_length=2048)
+    tokenizer = train_llama_tokenizer(tuple(lines or corpus()), vocab_size, legacy=legacy)
     return tokenizer.save_pretrained(out_dir)

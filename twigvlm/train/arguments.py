@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import transformers
 
-from twigvlm.model.config import LlavaConfig
+from twigvlm.model.family import VisionLanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,10 @@ FIXED_BY_BASE = ("mm_projector_type", "mm_vision_select_layer", "mm_vision_selec
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "the LLaVA-1.5 base: a checkpoint folder (either layout)"})
-    version: str = field(default="v1", metadata={"help": "conversation template; LLaVA-1.5 trains with v1 (Vicuna)"})
+    model_name_or_path: str = field(metadata={"help": "the base: a LLaVA-1.5 (either layout) or Qwen2.5-VL checkpoint "
+                                                      "folder, or a hub id in the local Hugging Face cache"})
+    version: str = field(default="v1", metadata={"help": "LLaVA: conversation template (LLaVA-1.5 trains with v1, "
+                                                         "Vicuna); Qwen2.5-VL uses its own chat template"})
     vision_tower: str | None = field(default=None, metadata={"help": "checked against the base's mm_vision_tower"})
     mm_projector_type: str | None = field(default=None, metadata={"help": "checked against the base"})
     mm_vision_select_layer: int | None = field(default=None, metadata={"help": "checked against the base"})
@@ -133,26 +135,41 @@ def parse_arguments(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def check_against_base(model_args: ModelArguments, data_args: DataArguments, base: LlavaConfig) -> None:
-    """Refuse flags that contradict the base checkpoint, or that this code base does not train."""
+def check_against_base(model_args: ModelArguments, data_args: DataArguments, twig_args: TwigArguments,
+                       base: VisionLanguageModel) -> list[str]:
+    """Refuse flags that contradict the base checkpoint, or that this code base does not train; the notes returned
+    name LLaVA-only flags that a Qwen2.5-VL base ignores."""
+    if base.family != "llava":
+        if twig_args.train_mode == "base":
+            raise ValueError(f"--train_mode base trains a LLaVA-layout base (the tiny world's); "
+                             f"{model_args.model_name_or_path} is a {base.family} model: train a twig on it "
+                             f"(--train_mode twig)")
+        given = [f"--{name}" for name in ("vision_tower", *FIXED_BY_BASE) if getattr(model_args, name) not in
+                 (None, False)]
+        given += ["--version"] if model_args.version not in CONVERSATION_VERSIONS[:1] else []
+        given += ["--image_aspect_ratio"] if data_args.image_aspect_ratio != "pad" else []
+        return [f"{', '.join(given)}: LLaVA-1.5 flag(s), ignored for {base.family} (its chat template, vision tower "
+                f"and image processor come with the checkpoint)"] if given else []
     if model_args.version not in CONVERSATION_VERSIONS:
         raise ValueError(f"--version {model_args.version} is not supported: LLaVA-1.5 trains with the v1 (Vicuna) "
                          f"template; use one of {CONVERSATION_VERSIONS}")
     if data_args.image_aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"--image_aspect_ratio must be one of {ASPECT_RATIOS} (LLaVA-1.5: pad), "
                          f"not '{data_args.image_aspect_ratio}'")
-    mismatches = [f"--{name} {getattr(model_args, name)} but the base has {name}={getattr(base, name)}"
+    config = base.config
+    mismatches = [f"--{name} {getattr(model_args, name)} but the base has {name}={getattr(config, name)}"
                   for name in FIXED_BY_BASE
-                  if getattr(model_args, name) is not None and getattr(model_args, name) != getattr(base, name)]
-    if model_args.vision_tower is not None and not same_tower(model_args.vision_tower, base.mm_vision_tower):
+                  if getattr(model_args, name) is not None and getattr(model_args, name) != getattr(config, name)]
+    if model_args.vision_tower is not None and not same_tower(model_args.vision_tower, config.mm_vision_tower):
         mismatches.append(f"--vision_tower {model_args.vision_tower} but the base has "
-                          f"mm_vision_tower={base.mm_vision_tower}")
+                          f"mm_vision_tower={config.mm_vision_tower}")
     if mismatches:
         raise ValueError(f"these flags contradict the base checkpoint {model_args.model_name_or_path}, which fixes "
                          f"them: " + "; ".join(mismatches) + ". Drop them or pass the base's values.")
-    if base.mm_use_im_start_end or base.mm_use_im_patch_token:
+    if config.mm_use_im_start_end or config.mm_use_im_patch_token:
         raise ValueError("bases with mm_use_im_start_end or mm_use_im_patch_token are not supported "
                          "(LLaVA-1.5 uses neither)")
+    return []
 
 
 def same_tower(flag: str, base_tower: str) -> bool:

@@ -1,4 +1,5 @@
-"""LLaVA-format training data: records checked up front, v1 prompts with answer-only labels, padded batches.
+"""LLaVA-format training data: records checked up front, written in the base's chat format with answer-only labels
+(LLaVA-1.5: the v1 template; Qwen2.5-VL: its chat template), padded batches.
 
 A record (as in `llava_v1_5_mix665k.json`):
     {"id": "000000033471", "image": "coco/train2017/000000033471.jpg",
@@ -22,8 +23,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
-from twigvlm.conversation import conv_templates
-from twigvlm.mm_utils import load_image, process_images, tokenizer_image_token
+from twigvlm.mm_utils import load_image
+from twigvlm.model.family import ChatFormat
 
 log = logging.getLogger(__name__)
 
@@ -113,70 +114,16 @@ def checked_records(data_path: Path, image_folder: Path, skip_bad: bool = False,
     return kept
 
 
-# --- one conversation -> input_ids, labels -----------------------------------------------------------------------
-def image_tag_first(turns: list[dict[str, str]]) -> list[dict[str, str]]:
-    """LLaVA's placement: the turn holding <image> starts with "<image>\\n", the tag removed from its text."""
-    def moved(text: str) -> str:
-        return f"{DEFAULT_IMAGE_TOKEN}\n{text.replace(DEFAULT_IMAGE_TOKEN, '').strip()}".strip()
-
-    return [{**turn, "value": moved(turn["value"])} if DEFAULT_IMAGE_TOKEN in turn["value"] else turn
-            for turn in turns]
-
-
-def render_prompt(turns: list[dict[str, str]], version: str = "v1") -> str:
-    """The whole conversation in a v1 template: system USER: q ASSISTANT: a</s>USER: ..."""
-    conv = conv_templates[version].copy()
-    for turn in turns:
-        conv.append_message(conv.roles[ROLES.index(turn["from"])], turn["value"])
-    return conv.get_prompt()
-
-
-def tokenize_conversation(turns: list[dict[str, str]], tokenizer: Any, has_image: bool, max_length: int,
-                          version: str = "v1", name: str = "a sample") -> tuple[Tensor, Tensor]:
-    """input_ids [L] and labels [L] (L <= max_length): labels are the answers and their </s>, IGNORE_INDEX elsewhere.
-
-    LLaVA's rule (`preprocess_v1`) splits the prompt into rounds at "</s>" and each round at " ASSISTANT: ", and
-    counts the tokens of each piece encoded alone; how those counts relate to the whole prompt's tokens depends on
-    the tokenizer (`legacy`, and the vocabulary: LLaVA's "-1" fix for `"legacy": false` holds for Llama's). We count
-    the tokens of prompt PREFIXES instead: one ending at a round's "</s>" or before the space after "ASSISTANT:"
-    tokenizes as the start of the whole prompt (SentencePiece pieces never span a space or a special token), so
-    every answer is learnt exactly, whatever the tokenizer. Where LLaVA's counts are right, the labels are the same.
-    When the rounds do not add up to the whole prompt (a tokenization mismatch), nothing of the sample is learnt.
-    """
-    def encode(text: str) -> list[int]:
-        return tokenizer_image_token(text, tokenizer) if has_image else tokenizer(text).input_ids
-
-    conv = conv_templates[version]
-    prompt = render_prompt(turns, version)
-    input_ids = torch.tensor(encode(prompt), dtype=torch.long)  # [L]
-    labels = input_ids.clone()
-    answer_sep = f"{conv.sep}{conv.roles[1]}:"
-    cursor, round_start = 1, 0  # tokens (BOS) and characters of the prompt accounted for
-    labels[:cursor] = IGNORE_INDEX
-    while (round_end := prompt.find(conv.sep2, round_start)) >= 0:
-        answer_start = prompt.find(answer_sep, round_start, round_end)
-        if answer_start < 0:
-            break
-        question_end = len(encode(prompt[:answer_start + len(answer_sep)]))  # through "ASSISTANT:"
-        labels[cursor:question_end] = IGNORE_INDEX
-        round_start = round_end + len(conv.sep2)
-        cursor = len(encode(prompt[:round_start]))  # through the answer's "</s>"
-    labels[cursor:] = IGNORE_INDEX
-    if cursor < max_length and cursor != len(input_ids):
-        labels[:] = IGNORE_INDEX
-        log.warning("tokenization mismatch in %s: %d vs. %d tokens; it is not learnt", name, cursor, len(input_ids))
-    return input_ids[:max_length], labels[:max_length]
-
-
 # --- the dataset -------------------------------------------------------------------------------------------------
-class LlavaDataset(Dataset):
-    """Records -> {"input_ids" [L], "labels" [L], "image" [3, H, W] or None}, prepared when asked for (lazily)."""
+class ConversationDataset(Dataset):
+    """Records -> {"input_ids" [L], "labels" [L], and the image's inputs (LLaVA: "images" [1, 3, H, W]; Qwen2.5-VL:
+    "pixel_values" [patches, D], "image_grid_thw" [1, 3])}, written in the base's chat format (labels on the
+    answers only) when asked for (lazily)."""
 
-    def __init__(self, records: list[dict[str, Any]], data_path: Path, image_folder: Path, tokenizer: Any,
-                 image_processor: Any, max_length: int, image_aspect_ratio: str = "pad", version: str = "v1"):
+    def __init__(self, records: list[dict[str, Any]], data_path: Path, image_folder: Path, chat: ChatFormat,
+                 max_length: int):
         self.records, self.data_path, self.image_folder = records, data_path, image_folder
-        self.tokenizer, self.image_processor = tokenizer, image_processor
-        self.max_length, self.image_aspect_ratio, self.version = max_length, image_aspect_ratio, version
+        self.chat, self.max_length = chat, max_length
         self.has_image = ["image" in r for r in records]
         # LLaVA's cheap length estimate for grouping: words in the conversation
         self.lengths = [sum(len(turn["value"].split()) for turn in r["conversations"]) for r in records]
@@ -184,39 +131,32 @@ class LlavaDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor | None]:
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
         record = self.records[index]
-        turns, image = record["conversations"], None
-        if self.has_image[index]:
-            image = self._image(record, index)
-            turns = image_tag_first(turns)
-        input_ids, labels = tokenize_conversation(turns, self.tokenizer, image is not None, self.max_length,
-                                                  self.version, name=f"{self.data_path}: {record_name(record, index)}")
-        return {"input_ids": input_ids, "labels": labels, "image": image}
+        images = [self._image(record, index)] if self.has_image[index] else []
+        return self.chat.training_inputs(record["conversations"], images, self.max_length,
+                                         name=f"{self.data_path}: {record_name(record, index)}")
 
-    def _image(self, record: dict[str, Any], index: int) -> Tensor:
-        """The record's image as LLaVA-1.5 preprocesses it ('pad': square on the mean colour): [3, H, W]."""
+    def _image(self, record: dict[str, Any], index: int) -> Any:
         try:
-            picture = load_image(self.image_folder / record["image"])
+            return load_image(self.image_folder / record["image"])
         except (OSError, ValueError) as err:
             raise DataError(f"{self.data_path}: {record_name(record, index)}: {err}") from None
-        return process_images([picture], self.image_processor, self)[0]  # reads self.image_aspect_ratio
 
 
 @dataclass
 class Collator:
-    """Samples -> a right-padded batch: input_ids, labels, attention_mask [B, L], and images [N, 3, H, W] of the
-    samples that have one, in batch order (the model splices image i at the i-th <image> tag)."""
+    """Samples -> a right-padded batch: input_ids, labels, attention_mask [B, L], and the images' inputs of the samples
+    that have one, concatenated in batch order (the model takes image i for the i-th image placeholder)."""
 
     pad_token_id: int
 
-    def __call__(self, samples: list[dict[str, Tensor | None]]) -> dict[str, Tensor]:
+    def __call__(self, samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         lengths = torch.tensor([len(s["input_ids"]) for s in samples])
         input_ids = pad_sequence([s["input_ids"] for s in samples], batch_first=True, padding_value=self.pad_token_id)
         labels = pad_sequence([s["labels"] for s in samples], batch_first=True, padding_value=IGNORE_INDEX)
         attention_mask = torch.arange(input_ids.shape[1])[None] < lengths[:, None]  # [B, L]
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        images = [s["image"] for s in samples if s["image"] is not None]
-        if images:
-            batch["images"] = torch.stack(images)
+        for key in sorted({k for s in samples for k in s} - set(batch)):
+            batch[key] = torch.cat([s[key] for s in samples if key in s])
         return batch

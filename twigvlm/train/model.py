@@ -6,9 +6,9 @@
   loss distils the base's logits or attention into the twig.
 - `BaseTraining`: the whole LLaVA model is the module; the projector and the language model learn (and the vision
   tower, on request). Used to train a tiny base from scratch; saved in LLaVA's layout. With `VisualTokenDropout`,
-  samples are pruned as inference prunes them (for layers [K, F) random visual tokens, or those the base itself
-  attends to most; none after F), so that a base with no redundancy of its own learns to tolerate pruning as
-  LLaVA-1.5 does.
+  samples are pruned as inference prunes them (the same `pruned_forward`: for layers [K, F) random visual tokens,
+  or those the base itself attends to most; none after F), so that a base with no redundancy of its own learns to
+  tolerate pruning as LLaVA-1.5 does.
 
 Both score only the answer positions (where the next token is learnt): next-token cross-entropy, and/or
 KL(base || twig) at a temperature. A twig may also learn where to look (TwigVLM++'s attention KL): its last layer's
@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from twigvlm.constants import IGNORE_INDEX
-from twigvlm.inference.pruning import PruningPlan, default_finalwipe_layer, select_visual_tokens
-from twigvlm.model.checkpoint import load_llava, save_llava
-from twigvlm.model.llava import LlavaLlamaForCausalLM, MultimodalInputs
+from twigvlm.inference.pruning import (LayerGroups, choose_visual_tokens, default_finalwipe_layer, kept_layout,
+                                       kept_rows, pruned_forward)
+from twigvlm.model.family import MultimodalInputs, VisionLanguageModel
+from twigvlm.model.llava import LlavaLlamaForCausalLM, load_llava, save_llava
 from twigvlm.model.twig import TWIG_CONFIG_NAME, Twig
 
 CONFIG_NAME = "config.json"
@@ -61,11 +62,11 @@ def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Ten
 
 def answer_start_rows(targets: Tensor, visual_spans: list[list[tuple[int, int]]]) -> tuple[Tensor, Tensor]:
     """The rows where an answer's first token is learnt (the last prompt token of each turn, the row TTP scores
-    from) of the samples with one image: targets [B, L] -> rows [B, Q] and their validity [B, Q] (a sample with
+    from) of the samples with an image: targets [B, L] -> rows [B, Q] and their validity [B, Q] (a sample with
     fewer answers is padded with other rows, marked invalid)."""
     learnt = targets != IGNORE_INDEX
     starts = learnt & ~F.pad(learnt[:, :-1], (1, 0), value=False)  # [B, L]
-    starts &= torch.tensor([len(spans) == 1 for spans in visual_spans], device=targets.device)[:, None]
+    starts &= torch.tensor([bool(spans) for spans in visual_spans], device=targets.device)[:, None]
     return kept_layout(starts)
 
 
@@ -80,15 +81,6 @@ def attention_kl(student: Tensor, teacher: Tensor, valid: Tensor) -> Tensor:
     """KL(teacher || student) of distributions [B, Q, S], mean over the valid [B, Q] rows; 0 when none is."""
     kl = (torch.xlogy(teacher, teacher) - teacher * student.clamp_min(1e-12).log()).sum(dim=-1)  # [B, Q]
     return (kl * valid).sum() / valid.sum().clamp_min(1)
-
-
-def visual_key_mask(inputs: MultimodalInputs) -> Tensor:
-    """[B, L] True at the visual tokens of the samples with one image."""
-    visual = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
-    for b, spans in enumerate(inputs.visual_spans):
-        if len(spans) == 1:
-            visual[b, spans[0][0]:spans[0][1]] = True
-    return visual
 
 
 def teacher_layers(spec: str, K: int, N: int) -> list[int]:
@@ -107,11 +99,11 @@ def teacher_layers(spec: str, K: int, N: int) -> list[int]:
 
 
 @torch.no_grad()
-def base_visual_attention(base: LlavaLlamaForCausalLM, inputs: MultimodalInputs, h: Tensor, first: int,
+def base_visual_attention(base: VisionLanguageModel, inputs: MultimodalInputs, h: Tensor, first: int,
                           layers: Sequence[int], rows: Tensor) -> Tensor:
     """The base's own reading of the image: the mean over `layers` (each >= `first`) of visual_distribution of their
     attention from rows [B, Q]; h [B, L, C] enters layer `first`. -> [B, Q, L]"""
-    visual, rope, keys = visual_key_mask(inputs), base.rope(inputs.position_ids), inputs.attention_mask
+    visual, rope, keys = inputs.visual_mask(), base.rope(inputs.position_ids), inputs.attention_mask
     maps, last = [], max(layers)
     for i in range(first, last + 1):
         if i in layers:
@@ -129,7 +121,7 @@ def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
 class TwigTraining(nn.Module):
     commit_file = TWIG_CONFIG_NAME  # the file a saved twig is complete with (written last)
 
-    def __init__(self, base: LlavaLlamaForCausalLM, K: int, T: int, loss: str = "ce", kl_weight: float = 0.1,
+    def __init__(self, base: VisionLanguageModel, K: int, T: int, loss: str = "ce", kl_weight: float = 0.1,
                  kl_temperature: float = 5.0, max_length: int | None = None,
                  prune_teacher_layers: Sequence[int] = (), prune_weight: float = 1.0):
         super().__init__()
@@ -151,11 +143,12 @@ class TwigTraining(nn.Module):
         """Recompute the twig in the backward pass instead of keeping its activations (Trainer's hook)."""
         self.checkpointing = True
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
-                images: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **image_inputs: Tensor
+                ) -> dict[str, Tensor]:
         base = self.base
         with torch.no_grad():
-            inputs = base.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
+            inputs = base.embed_multimodal(input_ids, attention_mask, labels, self.max_length,
+                                           **base.image_inputs(image_inputs))
             h_k = base.hidden_states(inputs, base.layers[:self.twig.K])  # [B, L, C]
         h_last_in = self._twig_layers(inputs, h_k, self.twig.layers[:-1])  # [B, L, C]: the last layer's input
         h = self._twig_layers(inputs, h_last_in, self.twig.layers[-1:])  # [B, L, C]
@@ -183,7 +176,7 @@ class TwigTraining(nn.Module):
         rows, valid = answer_start_rows(targets, inputs.visual_spans)  # [B, Q]
         rope, keys = self.base.rope(inputs.position_ids), inputs.attention_mask
         attention = self.twig.layers[-1].attention_of_rows(h_last_in, rope, rows, keys)  # [B, H, Q, S]
-        student = visual_distribution(attention, visual_key_mask(inputs))  # [B, Q, S]
+        student = visual_distribution(attention, inputs.visual_mask())  # [B, Q, S]
         teacher = base_visual_attention(self.base, inputs, h_k, self.twig.K, self.prune_teacher_layers, rows)
         return attention_kl(student, teacher, valid)
 
@@ -192,7 +185,7 @@ class TwigTraining(nn.Module):
         """The base's own logits [M, V] at the learnt positions: layers [K, N) continue from h_K."""
         base = self.base
         h = base.hidden_states(inputs, base.layers[self.twig.K:], hidden=h_k)  # [B, L, C]
-        return base.lm_head(base.model.norm(h[rows]))
+        return base.logits(h[rows])
 
     def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
         """Write the twig in the project's format from this module's state (which ZeRO-3 may have gathered)."""
@@ -203,17 +196,27 @@ class TwigTraining(nn.Module):
 
     def load(self, folder: Path) -> None:
         """Continue from a twig saved by `save`."""
-        self.twig.load_state_dict(Twig.load(folder, self.base.config).state_dict())
+        self.twig.load_state_dict(Twig.load(folder, self.base).state_dict())
 
 
 # --- pruning in training ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class SampleDrop:
+    """How one training sample is pruned: `rank` visual tokens kept in layers [K, F), ranked by the base's own
+    attention or drawn at random (from `seed`)."""
+
+    rank: int
+    ranked: bool
+    seed: int
+
+
+@dataclass(frozen=True)
 class VisualTokenDropout:
     """With probability `prob` a sample with an image is pruned: layers [K, F) see `rank` of its visual tokens, drawn
     log-uniformly from [min_keep, V] (most prunes are deep ones, as R=64 is), layers [F, N) none. The tokens kept
-    are random ones or, for a share `ranked` of the pruned samples, those the base itself attends to most (method
-    "fastv" here: scores from its own attention, over layers [K, F) as a twig learns to rank): a base that only
-    ever saw random subsets, mostly background, misreads the shape-heavy subsets attention keeps (counting)."""
+    are random ones or, for a share `ranked` of the pruned samples, those the base itself attends to most (its own
+    attention over layers [K, F), as a twig learns to rank): a base that only ever saw random subsets, mostly
+    background, misreads the shape-heavy subsets attention keeps (counting)."""
 
     prob: float = 0.0
     K: int = 2
@@ -221,65 +224,17 @@ class VisualTokenDropout:
     min_keep: int = 4
     ranked: float = 0.0
 
-    def plan(self, num_layers: int, num_visual: int) -> PruningPlan | None:
-        """A random pruning plan for one sample (torch's global generator), or None to leave it whole."""
+    def groups(self, num_layers: int) -> LayerGroups:
+        return LayerGroups(num_layers, self.K, self.F if self.F is not None else default_finalwipe_layer(num_layers))
+
+    def draw(self, num_visual: int) -> SampleDrop | None:
+        """A random pruning for one sample (torch's global generator), or None to leave it whole."""
         if self.prob == 0 or num_visual == 0 or torch.rand(()) >= self.prob:
             return None
-        F = self.F if self.F is not None else default_finalwipe_layer(num_layers)
         low, high = math.log(min(self.min_keep, num_visual)), math.log(num_visual)
         rank = round(math.exp(low + (high - low) * torch.rand(()).item()))
-        R = (self.K * num_visual + (F - self.K) * rank) / num_layers  # the average R that keeps `rank`
-        method = "fastv" if self.ranked and torch.rand(()) < self.ranked else "random"  # no extra draw at 0
-        return PruningPlan(method, R=R * (1 - 1e-9), K=self.K, F=F, seed=int(torch.randint(2 ** 31, ())))
-
-
-def kept_layout(keep: Tensor) -> tuple[Tensor, Tensor]:
-    """keep [B, L] bool -> the kept rows' indices [B, L'] (ascending, right-padded) and their validity [B, L']."""
-    counts = keep.sum(dim=1)  # [B]
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :int(counts.max())]  # kept first
-    valid = torch.arange(order.shape[1], device=keep.device)[None] < counts[:, None]
-    return order, valid
-
-
-def restrict(inputs: MultimodalInputs, hidden: Tensor, current: Tensor, keep: Tensor) -> tuple[MultimodalInputs,
-                                                                                                   Tensor, Tensor]:
-    """Keep the rows `keep` [B, L] (original rows, a subset of `current`) of hidden [B, L_cur, C], laid out as
-    `current`; -> (their inputs: mask and original position ids, their hidden [B, L', C], their original rows)."""
-    order, valid = kept_layout(keep)  # [B, L']
-    row_in_current = (current.cumsum(dim=1) - 1).gather(1, order)  # [B, L']
-    h = hidden.gather(1, row_in_current[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, L', C]
-    positions = inputs.position_ids.gather(1, row_in_current)
-    return dataclasses.replace(inputs, attention_mask=valid, position_ids=positions), h, order
-
-
-def pruned_hidden_states(llava: LlavaLlamaForCausalLM, inputs: MultimodalInputs, plans: list[PruningPlan | None],
-                         scores: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The base's layers over a batch in which sample b is pruned per plans[b] (None: whole; a plan other than
-    random keeps the top scores[b] [V]), as inference's prefill prunes: -> hidden [B, L', C] of the rows that reach
-    the top, their original rows [B, L'] and validity [B, L']."""
-    N, mask = llava.config.num_hidden_layers, inputs.attention_mask  # [B, L]
-    active = [p for p in plans if p is not None]
-    if not active:
-        rows = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-        return llava.hidden_states(inputs, llava.layers), rows, mask
-    K, F = active[0].K, active[0].wipe_layer(N)
-    if any((p.K, p.wipe_layer(N)) != (K, F) for p in active):
-        raise ValueError("every pruned sample of a batch must share K and the final-wipe layer")
-    middle, top = mask.clone(), mask.clone()  # rows kept for layers [K, F) and [F, N), over original positions
-    for b, plan in enumerate(plans):
-        if plan is None:
-            continue
-        (start, end), = inputs.visual_spans[b]
-        V = end - start
-        kept = select_visual_tokens(plan, scores[b] if scores else None, V, plan.rank(N, V), mask.device)
-        middle[b, start:end] = False
-        middle[b, start + kept] = True
-        top[b, start:end] = False
-    h = llava.hidden_states(inputs, llava.layers[:K])  # [B, L, C]: every row, padding in place
-    for keep, layers, current in ((middle, llava.layers[K:F], torch.ones_like(mask)), (top, llava.layers[F:], middle)):
-        inputs, h, rows = restrict(inputs, h, current, keep)
-        h = llava.hidden_states(inputs, layers, hidden=h)
-    return h, rows, inputs.attention_mask
+        ranked = bool(self.ranked) and bool(torch.rand(()) < self.ranked)  # no extra draw at 0
+        return SampleDrop(rank, ranked, seed=int(torch.randint(2 ** 31, ())))
 
 
 # --- the whole base ----------------------------------------------------------------------------------------------
@@ -300,39 +255,47 @@ class BaseTraining(nn.Module):
         """Recompute each decoder layer in the backward pass (Trainer's hook)."""
         self.llava.gradient_checkpointing = True
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
-                images: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, **image_inputs: Tensor
+                ) -> dict[str, Tensor]:
         llava = self.llava
-        inputs = llava.embed_multimodal(input_ids, images, attention_mask, labels, self.max_length)
+        inputs = llava.embed_multimodal(input_ids, attention_mask, labels, self.max_length,
+                                        **llava.image_inputs(image_inputs))
         targets = next_token_targets(inputs.labels)  # [B, L]; a pruned row's target is never learnt
-        plans = [self.dropout.plan(llava.config.num_hidden_layers, spans[0][1] - spans[0][0])
-                 if self.training and len(spans) == 1 else None for spans in inputs.visual_spans]
-        plans, scores = self._own_ranking(inputs, targets, plans)
-        h, rows, valid = pruned_hidden_states(llava, inputs, plans, scores)  # [B, L', C], [B, L'], [B, L']
+        groups = self.dropout.groups(llava.config.num_hidden_layers)
+        h_k = llava.hidden_states(inputs, llava.layers[:groups.K])  # [B, L, C]
+        middle, top = self._kept_rows(inputs, targets, groups, h_k)
+        h, rows, valid = pruned_forward(llava, inputs, h_k, groups, middle, top)  # [B, L', C], [B, L'], [B, L']
         targets = targets.gather(1, rows).masked_fill(~valid, IGNORE_INDEX)  # [B, L']
         learnt = targets != IGNORE_INDEX
-        logits = llava.lm_head(llava.model.norm(h[learnt]))  # [M, V]
-        return {"loss": cross_entropy(logits, targets[learnt])}
+        return {"loss": cross_entropy(llava.logits(h[learnt]), targets[learnt])}
+
+    def _kept_rows(self, inputs: MultimodalInputs, targets: Tensor, groups: LayerGroups,
+                   h_k: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The rows of layers [K, F) and [F, N) under this batch's draws (None, None: no sample is pruned)."""
+        counts = [sum(end - start for start, end in spans) for spans in inputs.visual_spans]
+        drops = [self.dropout.draw(V) if self.training else None for V in counts]
+        if not any(drops):
+            return None, None
+        scores = self._own_ranking(inputs, targets, groups, h_k, drops)
+        kept = [None if drop is None else choose_visual_tokens(score, V, drop.rank, drop.seed)
+                for drop, score, V in zip(drops, scores, counts)]
+        return kept_rows(inputs, kept)
 
     @torch.no_grad()
-    def _own_ranking(self, inputs: MultimodalInputs, targets: Tensor, plans: list[PruningPlan | None]
-                     ) -> tuple[list[PruningPlan | None], list[Tensor | None]]:
-        """Scores [V] for each ranked plan: the base's attention over the image from its first answer's start row,
-        averaged over layers [K, F) (the ranking a twig learns); None for the others. A ranked sample with no answer
-        left (truncated) is pruned at random instead."""
+    def _own_ranking(self, inputs: MultimodalInputs, targets: Tensor, groups: LayerGroups, h_k: Tensor,
+                     drops: list[SampleDrop | None]) -> list[Tensor | None]:
+        """Scores [V] for each ranked sample: the base's attention over its visual tokens from its first answer's
+        start row, averaged over layers [K, F) (the ranking a twig learns); None for the others, and for a ranked
+        sample with no answer left (truncated), which is then pruned at random."""
         rows, valid = answer_start_rows(targets, inputs.visual_spans)  # [B, Q]
-        ranked = [plan is not None and plan.method != "random" and rows.shape[1] > 0 and bool(valid[b, 0])
-                  for b, plan in enumerate(plans)]
-        plans = [dataclasses.replace(plan, method="random") if plan is not None and not r else plan
-                 for plan, r in zip(plans, ranked)]
+        ranked = [drop is not None and drop.ranked and rows.shape[1] > 0 and bool(valid[b, 0])
+                  for b, drop in enumerate(drops)]
         if not any(ranked):
-            return plans, [None] * len(plans)
-        llava, plan = self.llava, next(p for p, r in zip(plans, ranked) if r)
-        K, F = plan.K, plan.wipe_layer(llava.config.num_hidden_layers)
-        h_k = llava.hidden_states(inputs, llava.layers[:K])  # [B, L, C]
-        attention = base_visual_attention(llava, inputs, h_k, K, range(K, F), rows[:, :1])[:, 0]  # [B, L]
-        return plans, [attention[b, slice(*spans[0])] if r else None
-                       for b, (r, spans) in enumerate(zip(ranked, inputs.visual_spans))]
+            return [None] * len(drops)
+        attention = base_visual_attention(self.llava, inputs, h_k, groups.K, range(groups.K, groups.F),
+                                          rows[:, :1])[:, 0]  # [B, L]
+        visual = inputs.visual_mask()
+        return [attention[b, visual[b]] if r else None for b, r in enumerate(ranked)]
 
     def save(self, folder: Path, state: dict[str, Tensor], training: dict[str, Any]) -> None:
         """Write the model in LLaVA's layout (config.json with the vision tower's config, weights, tokenizer, image

@@ -1,4 +1,4 @@
-"""Train a twig on a frozen LLaVA-1.5 base (or, with --train_mode base, the base itself).
+"""Train a twig on a frozen base VLM, LLaVA-1.5 or Qwen2.5-VL (or, with --train_mode base, a LLaVA base itself).
 
     deepspeed twigvlm/train/train.py --deepspeed scripts/zero2.json --model_name_or_path ./checkpoints/llava-v1.5-7b \
         --version v1 --data_path ./playground/data/llava_v1_5_mix665k.json --image_folder ./playground/data \
@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from twigvlm.model.checkpoint import load_llava
-from twigvlm.model.tokenizer import load_tokenizer
+from twigvlm.model.auto import load_vlm
+from twigvlm.model.family import VisionLanguageModel
 from twigvlm.train.arguments import (DataArguments, ModelArguments, TrainingArguments, TwigArguments,
                                      check_against_base, parse_arguments)
-from twigvlm.train.data import Collator, LlavaDataset, checked_records
+from twigvlm.train.data import Collator, ConversationDataset, checked_records
 from twigvlm.train.model import BaseTraining, TwigTraining, VisualTokenDropout, teacher_layers
 from twigvlm.train.trainer import TwigVLMTrainer, last_checkpoint
 
@@ -32,18 +32,20 @@ def main(argv: list[str] | None = None) -> Path:
     """Parse the arguments, train, and return the folder holding the trained model."""
     model_args, data_args, twig_args, training_args = parse_arguments(argv)
     setup_logging(training_args)
-    base, image_processor = load_llava(model_args.model_name_or_path, training_args.device,
-                                       base_dtype(twig_args, training_args))
-    check_against_base(model_args, data_args, base.config)
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_max_length=training_args.model_max_length,
-                               padding_side="right")
-    tokenizer.pad_token = tokenizer.unk_token  # LLaVA's choice for the v1 template
+    base, tokenizer, processor = load_vlm(model_args.model_name_or_path, training_args.device,
+                                          base_dtype(twig_args, training_args))
+    for note in check_against_base(model_args, data_args, twig_args, base):
+        log.info(note)
+    tokenizer.model_max_length, tokenizer.padding_side = training_args.model_max_length, "right"
+    if base.family == "llava":
+        tokenizer.pad_token = tokenizer.unk_token  # LLaVA's choice for the v1 template
     records = checked_records(Path(data_args.data_path), Path(data_args.image_folder), data_args.skip_bad_records,
                               progress=training_args.should_log)
-    dataset = LlavaDataset(records, Path(data_args.data_path), Path(data_args.image_folder), tokenizer,
-                           image_processor, training_args.model_max_length, data_args.image_aspect_ratio,
-                           model_args.version)
-    module = build_module(twig_args, base, tokenizer, image_processor, training_args.model_max_length)
+    chat = base.chat_format(tokenizer, processor, conv_mode=model_args.version,
+                            image_aspect_ratio=data_args.image_aspect_ratio)
+    dataset = ConversationDataset(records, Path(data_args.data_path), Path(data_args.image_folder), chat,
+                                  training_args.model_max_length)
+    module = build_module(twig_args, base, tokenizer, processor, training_args.model_max_length)
     log.info(describe_run(module, dataset, model_args, data_args, twig_args, training_args))
     trainer = TwigVLMTrainer(model=module, args=training_args, train_dataset=dataset,
                              data_collator=Collator(tokenizer.pad_token_id),
@@ -71,7 +73,8 @@ def base_dtype(twig_args: TwigArguments, args: TrainingArguments) -> torch.dtype
     return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
 
 
-def build_module(twig_args: TwigArguments, base: nn.Module, tokenizer, image_processor, max_length: int) -> nn.Module:
+def build_module(twig_args: TwigArguments, base: VisionLanguageModel, tokenizer, image_processor,
+                 max_length: int) -> nn.Module:
     """The module Trainer trains: a twig on the frozen base, or the base itself."""
     if twig_args.train_mode == "base":
         dropout = VisualTokenDropout(twig_args.visual_token_dropout, twig_args.visual_token_dropout_K,
@@ -83,7 +86,7 @@ def build_module(twig_args: TwigArguments, base: nn.Module, tokenizer, image_pro
                         twig_args.kl_temperature, max_length, teachers, twig_args.prune_weight)
 
 
-def describe_run(module: nn.Module, dataset: LlavaDataset, model_args: ModelArguments, data_args: DataArguments,
+def describe_run(module: nn.Module, dataset: ConversationDataset, model_args: ModelArguments, data_args: DataArguments,
                  twig_args: TwigArguments, args: TrainingArguments) -> str:
     """One line: what trains, on what data, with which loss, into which folder."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)

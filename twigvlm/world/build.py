@@ -44,12 +44,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from twigvlm.model.checkpoint import load_llava, make_image_processor, save_llava
-from twigvlm.model.tokenizer import load_tokenizer
+from twigvlm.model.llava import load_llava, save_llava
+from twigvlm.model.vision import make_image_processor
+from twigvlm.model.tokenizer import load_tokenizer, train_llama_tokenizer
 from twigvlm.model.twig import Twig
-from twigvlm.testing.checkpoints import TinySpec, random_llava, write_clip
-from twigvlm.testing.tokenizer import build_tiny_tokenizer
-from twigvlm.world import DEMO_IMAGE, REPO_ROOT, WORLD_BASE, WORLD_TWIG
+from twigvlm.model.tiny import TinySpec, random_llava, write_clip
+from twigvlm.world import DEMO_IMAGE, WORLD_BASE, WORLD_TWIG
 from twigvlm.world.shapes import demo_scene
 
 log = logging.getLogger("twigvlm.world")
@@ -75,7 +75,7 @@ def build_data(args: argparse.Namespace) -> None:
 
 def build_tokenizer(args: argparse.Namespace) -> None:
     lines = (args.data / "corpus.txt").read_text().splitlines()
-    build_tiny_tokenizer(args.work / "tokenizer", vocab_size=VOCAB_SIZE, lines=lines)
+    train_llama_tokenizer(tuple(lines), VOCAB_SIZE).save_pretrained(args.work / "tokenizer")
 
 
 def build_vision(args: argparse.Namespace) -> None:
@@ -111,7 +111,7 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
                "--save_total_limit", "2", "--logging_steps", "25", "--dataloader_num_workers", "1",
                "--report_to", "none", "--seed", str(args.seed), *extra]
     log.info("running %s", " ".join(command))
-    subprocess.run(command, check=True, cwd=REPO_ROOT)
+    subprocess.run(command, check=True)
 
 
 def train_base(args: argparse.Namespace, start: Path, output: Path, epochs: float, lr: float,
@@ -201,8 +201,8 @@ def export(args: argparse.Namespace) -> None:
     model, processor = load_llava(args.work / "ranked")
     save_llava(model, WORLD_BASE, safetensors=True, image_processor=processor, dtype=torch.float16)
     load_tokenizer(args.work / "ranked").save_pretrained(WORLD_BASE)
-    twig = Twig.load(args.work / "twig", model.config)
-    twig.config.base_model = str(WORLD_BASE.relative_to(REPO_ROOT))
+    twig = Twig.load(args.work / "twig", model)
+    twig.config.base_model = str(WORLD_BASE)
     twig.half().save(WORLD_TWIG)
     DEMO_IMAGE.parent.mkdir(parents=True, exist_ok=True)
     demo_scene(0)[0].save(DEMO_IMAGE)
@@ -228,9 +228,9 @@ BUILDERS = {"data": (build_data, lambda a: a.data / "train.json"),
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
-    p.add_argument("--work", type=Path, default=REPO_ROOT / "playground" / "world", help="intermediate files")
-    p.add_argument("--data", type=Path, default=REPO_ROOT / "playground" / "data" / "shapes")
-    p.add_argument("--eval-data", type=Path, default=REPO_ROOT / "playground" / "data" / "eval" / "shapes")
+    p.add_argument("--work", type=Path, default=Path("playground/world"), help="intermediate files")
+    p.add_argument("--data", type=Path, default=Path("playground/data/shapes"))
+    p.add_argument("--eval-data", type=Path, default=Path("playground/data/eval/shapes"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)

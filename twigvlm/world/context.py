@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from twigvlm.model.checkpoint import make_image_processor
+from twigvlm.model.vision import make_image_processor
 from twigvlm.model.llava import LlavaLlamaForCausalLM
 from twigvlm.world.shapes import COLORS, IMAGE_SIZE, KINDS, MAX_SHAPES, Scene
 from twigvlm.world.vision import draw_scenes, take_step

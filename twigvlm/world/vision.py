@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from twigvlm.constants import IGNORE_INDEX
-from twigvlm.model.checkpoint import make_image_processor
+from twigvlm.model.vision import make_image_processor
 from twigvlm.world.shapes import COLORS, GRID, IMAGE_SIZE, KINDS, Scene, draw_shape, random_scene, render
 
 log = logging.getLogger(__name__)

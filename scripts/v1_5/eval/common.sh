@@ -5,6 +5,8 @@
 #
 # Flags of every script:
 #   -R N                 average visual tokens kept per layer (64, 128, 192...); required unless --no-prune
+#   --retain-ratio X     instead of -R: R as a share of each image's visual tokens (0.111 prunes 88.9%), the
+#                        budget to use with Qwen2.5-VL, whose images have any number of visual tokens
 #   --no-prune, -R all   keep all visual tokens (pruning none)
 #   -p, --pruning M      twig (default) | fastv | random | none
 #   -s, --strategy S     self_speculative (default) | autoregressive
@@ -12,7 +14,8 @@
 # Environment (default):
 #   twig_K, twig_T       where the twig grows and its depth (2, 3); twig_K is passed on when set (twigs in the
 #                        public format do not record it)
-#   MODEL_PATH           base LLaVA-1.5 checkpoint (./checkpoints/llava-v1.5-7b)
+#   MODEL_PATH           base checkpoint (./checkpoints/llava-v1.5-7b): a LLaVA-1.5 or Qwen2.5-VL folder, or a hub
+#                        id in the local Hugging Face cache (scripts/qwen2_5_vl/eval/ set Qwen's defaults)
 #   TWIG_PATH            twig checkpoint (./checkpoints/TwigVLM-llava1.5-7b-K${twig_K}-T${twig_T})
 #   EVAL_DIR             LLaVA-1.5's eval.zip, unpacked (./playground/data/eval)
 #   SCORES_DIR           where scorers put their numbers ($EVAL_DIR/scores)
@@ -49,19 +52,24 @@ die() {
 }
 
 usage() {
-    echo "usage: [CUDA_VISIBLE_DEVICES=0,1,..] [twig_K=2 twig_T=3] bash $0 -R N | --no-prune" \
+    echo "usage: [CUDA_VISIBLE_DEVICES=0,1,..] [twig_K=2 twig_T=3] bash $0 -R N | --retain-ratio X | --no-prune" \
          "[-p twig|fastv|random|none] [-s self_speculative|autoregressive] [-- generator flags]" >&2
     echo "(the environment variables are listed in scripts/v1_5/eval/common.sh)" >&2
 }
 
 # Read the flags into R, PRUNING, STRATEGY and GEN_ARGS, then name the run (EXP) and check the checkpoints.
 parse_args() {
-    R="" PRUNING="" STRATEGY="self_speculative" GEN_ARGS=()
+    R="" RATIO="" PRUNING="" STRATEGY="self_speculative" GEN_ARGS=()
     while (($#)); do
         case $1 in
-            -R|--retained-tokens|-p|--pruning|-s|--strategy)
+            -R|--retained-tokens|--retain-ratio|-p|--pruning|-s|--strategy)
                 (($# >= 2)) || { usage; die "$1 needs a value"; }
-                case $1 in -R|--retained-tokens) R=$2 ;; -p|--pruning) PRUNING=$2 ;; *) STRATEGY=$2 ;; esac
+                case $1 in
+                    -R|--retained-tokens) R=$2 ;;
+                    --retain-ratio) RATIO=$2 ;;
+                    -p|--pruning) PRUNING=$2 ;;
+                    *) STRATEGY=$2 ;;
+                esac
                 shift 2 ;;
             --no-prune) R=all; shift ;;
             -h|--help) usage; exit 0 ;;
@@ -74,20 +82,28 @@ parse_args() {
         self_speculative|autoregressive) ;;
         *) die "-s must be self_speculative or autoregressive, not '$STRATEGY'" ;;
     esac
-    EXP=${EXPERIMENT:-$(basename "$(checkpoint_of_run)")_R${R}_${PRUNING}_${STRATEGY}}
+    local budget=R${R}
+    [[ -z $RATIO ]] || budget=ratio${RATIO}
+    EXP=${EXPERIMENT:-$(basename "$(checkpoint_of_run)")_${budget}_${PRUNING}_${STRATEGY}}
     require_checkpoints
 }
 
 # R and PRUNING agree: a number with a pruning method, or 'all' with none.
 check_budget() {
+    if [[ -n $RATIO ]]; then
+        [[ -z $R ]] || die "give -R or --retain-ratio, not both"
+        [[ $RATIO =~ ^(0?[.][0-9]+|1([.]0*)?)$ && ! $RATIO =~ ^0?[.]0*$ ]] || die "--retain-ratio must be a share" \
+            "of the visual tokens in (0, 1] (0.111 prunes 88.9%), not '$RATIO'"
+        R=x  # a budget is given; the generator checks it against each image
+    fi
     [[ -n $R ]] || { usage; die "-R N is required: the average number of visual tokens kept per layer (the paper's" \
-        "settings are 64, 128 and 192); --no-prune keeps them all"; }
+        "settings are 64, 128 and 192), or --retain-ratio X; --no-prune keeps them all"; }
     if [[ $R == all ]]; then
         PRUNING=${PRUNING:-none}
         [[ $PRUNING == none ]] || die "--no-prune (-R all) keeps every visual token; it does not go with -p $PRUNING"
         return
     fi
-    [[ $R =~ ^[0-9]+([.][0-9]+)?$ ]] || die "-R must be a number of visual tokens (or 'all'), not '$R'"
+    [[ $R == x || $R =~ ^[0-9]+([.][0-9]+)?$ ]] || die "-R must be a number of visual tokens (or 'all'), not '$R'"
     PRUNING=${PRUNING:-twig}
     case $PRUNING in twig|fastv|random) ;;
         none) die "-p none keeps every visual token: use --no-prune instead of -R $R" ;;
@@ -105,8 +121,11 @@ checkpoint_of_run() {
 }
 
 require_checkpoints() {
-    [[ -f $MODEL_PATH/config.json ]] || die "no base checkpoint at MODEL_PATH=$MODEL_PATH (a folder with" \
-        "config.json): put a local copy of liuhaotian/llava-v1.5-7b there, or set MODEL_PATH"
+    # a hub id (org/name, no such folder) is resolved from the local Hugging Face cache by the generator
+    if [[ $MODEL_PATH == ./* || $MODEL_PATH == /* || -e $MODEL_PATH ]]; then
+        [[ -f $MODEL_PATH/config.json ]] || die "no base checkpoint at MODEL_PATH=$MODEL_PATH (a folder with" \
+            "config.json): put a local copy of liuhaotian/llava-v1.5-7b there, or set MODEL_PATH"
+    fi
     if needs_twig && ! compgen -G "$TWIG_PATH/*.safetensors" > /dev/null; then
         die "no twig checkpoint at TWIG_PATH=$TWIG_PATH (a folder with model.safetensors): train one" \
             "(twig_K=$twig_K twig_T=$twig_T bash scripts/v1_5/train_twig.sh), put the released twig there, or" \
@@ -134,7 +153,8 @@ generate_answers() {
     shift 3
     local model_args=(--model-path "$MODEL_PATH" "${TWIG_K_FLAG[@]}" --pruning "$PRUNING"
                       --generation-strategy "$STRATEGY" --temperature 0 --conv-mode "$CONV_MODE")
-    if [[ $R != all ]]; then model_args+=(--retained_tokens "$R"); fi
+    if [[ -n $RATIO ]]; then model_args+=(--retain-ratio "$RATIO")
+    elif [[ $R != all ]]; then model_args+=(--retained_tokens "$R"); fi
     if needs_twig; then model_args+=(--twig "$TWIG_PATH"); fi
     local pids=() failed=0
     for idx in $(seq 0 $((CHUNKS - 1))); do

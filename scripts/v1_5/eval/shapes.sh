@@ -21,5 +21,5 @@ SUBSET=${SUBSET#llava_shapes_test}
 generate_answers model_vqa_loader "$SHAPES/answers/$EXP$SUBSET" "$SHAPES/answers/$EXP$SUBSET.jsonl" \
     --question-file "$QUESTION_FILE" --image-folder "$SHAPES/images"
 
-"$PYTHON" -m twigvlm.eval.eval_shapes --question-file "$QUESTION_FILE" --answers-gt "$SHAPES/answers_gt.jsonl" \
+"$PYTHON" -m twigvlm.world.eval_shapes --question-file "$QUESTION_FILE" --answers-gt "$SHAPES/answers_gt.jsonl" \
     --result-file "$SHAPES/answers/$EXP$SUBSET.jsonl" --scores-dir "$SCORES_DIR"

@@ -1,4 +1,5 @@
-"""A compact Llama decoder, weight-compatible with `transformers`' LlamaDecoderLayer (same parameter names).
+"""A compact decoder layer, weight-compatible with `transformers`' Llama and Qwen2 decoder layers (same parameter
+names): every family's decoder is a stack of these.
 
 Written out here rather than driven through `transformers` because TwigVLM needs three things its layer does not
 give cheaply: a KV cache with one length per layer group (pruning makes the groups differ), kept tokens that keep
@@ -12,6 +13,7 @@ D head dim, C hidden size.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
@@ -19,9 +21,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from twigvlm.model.config import LlavaConfig
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class DecoderConfig:
+    """The decoder's shape, in `transformers`' names: all the layers, caches, rotary embedding and twig need."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 4096
+    hidden_act: str = "silu"
+    attention_bias: bool = False  # Llama: a bias on q, k, v and o
+    qkv_bias: bool = False  # Qwen2: a bias on q, k and v only
+    mlp_bias: bool = False
+    mrope_section: tuple[int, ...] | None = None  # M-RoPE: rotary frequencies per (temporal, height, width) axis
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    pad_token_id: int | None = 0
+    name_or_path: str = ""
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def position_axes(self) -> int:
+        """A in position_ids [A, B, L]: 1 for plain RoPE, 3 for M-RoPE."""
+        return 1 if self.mrope_section is None else len(self.mrope_section)
 
 
 class KVStore(Protocol):
@@ -48,27 +84,36 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding:
-    """cos/sin of rotary position embeddings, looked up from a float32 table by (arbitrary) position ids."""
+    """cos/sin of rotary position embeddings for (arbitrary) position ids, computed as transformers does (float32
+    position x frequency), on the fly: no table to size, nothing read back to the host.
 
-    def __init__(self, head_dim: int, theta: float, max_positions: int):
-        self.head_dim, self.theta, self.max_positions = head_dim, theta, max_positions
-        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+    Plain RoPE has one position axis; M-RoPE (Qwen2-VL and after) three, temporal, height and width: the D/2
+    rotary frequencies are split into `sections`, and section i turns with the position on axis i % 3.
+    """
 
-    def _table(self, device: torch.device, needed: int) -> tuple[Tensor, Tensor]:
-        cos_sin = self._tables.get(device)
-        if cos_sin is None or cos_sin[0].shape[0] < needed:
-            size = max(needed, self.max_positions)
-            inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
-                                             / self.head_dim))
-            freqs = torch.arange(size, dtype=torch.float32, device=device)[:, None] * inv_freq  # [P, D/2]
-            emb = torch.cat([freqs, freqs], dim=-1)  # [P, D]
-            cos_sin = self._tables[device] = (emb.cos(), emb.sin())
-        return cos_sin
+    def __init__(self, head_dim: int, theta: float, sections: Sequence[int] | None = None):
+        # on the CPU even when the model is built on the meta device; moved to the positions' device when first used
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu") / head_dim
+        self.inv_freq = 1.0 / (theta ** exponents)  # [D/2]
+        if sections is not None and sum(sections) != head_dim // 2:
+            raise ValueError(f"M-RoPE sections {list(sections)} must add up to head_dim / 2 = {head_dim // 2}")
+        # the position axis each frequency turns with [D/2]; None: one axis
+        self.axis_of_frequency = None if sections is None else torch.cat(
+            [torch.full((n,), i % 3, dtype=torch.long, device="cpu") for i, n in enumerate(sections)])
 
     def __call__(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """positions [B, Q] -> cos, sin [B, 1, Q, D] in `dtype`."""
-        cos, sin = self._table(positions.device, int(positions.max()) + 1)
-        return cos[positions].unsqueeze(1).to(dtype), sin[positions].unsqueeze(1).to(dtype)
+        """positions [A, B, Q] (A = 1, or 3 for M-RoPE) -> cos, sin [B, 1, Q, D] in `dtype`."""
+        if self.inv_freq.device != positions.device:
+            self.inv_freq = self.inv_freq.to(positions.device)
+            if self.axis_of_frequency is not None:
+                self.axis_of_frequency = self.axis_of_frequency.to(positions.device)
+        freqs = positions[..., None].float() * self.inv_freq  # [A, B, Q, D/2]
+        if self.axis_of_frequency is None:
+            freqs = freqs[0]
+        else:  # frequency f turns with the position on its own axis
+            freqs = freqs.gather(0, self.axis_of_frequency.expand(1, *freqs.shape[1:]))[0]  # [B, Q, D/2]
+        emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)  # [B, 1, Q, D]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -144,15 +189,15 @@ def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: LlavaConfig, implementation: str = "sdpa"):
+    def __init__(self, config: DecoderConfig, implementation: str = "sdpa"):
         super().__init__()
         self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.attn_head_dim
-        bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        qkv_bias = config.attention_bias or config.qkv_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
         self.implementation = implementation
 
     def project(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -176,11 +221,11 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: LlavaConfig):
+    def __init__(self, config: DecoderConfig):
         super().__init__()
         c, i, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
         if config.hidden_act != "silu":
-            raise ValueError(f"hidden_act '{config.hidden_act}' is not supported (Llama uses silu)")
+            raise ValueError(f"hidden_act '{config.hidden_act}' is not supported (Llama and Qwen2 use silu)")
         self.gate_proj = nn.Linear(c, i, bias=bias)
         self.up_proj = nn.Linear(c, i, bias=bias)
         self.down_proj = nn.Linear(i, c, bias=bias)
@@ -190,7 +235,7 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: LlavaConfig, implementation: str = "sdpa"):
+    def __init__(self, config: DecoderConfig, implementation: str = "sdpa"):
         super().__init__()
         self.self_attn = Attention(config, implementation)
         self.mlp = MLP(config)

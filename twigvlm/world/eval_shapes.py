@@ -1,6 +1,6 @@
 """Score answers to the shapes world's test split.
 
-    python -m twigvlm.eval.eval_shapes --question-file playground/data/eval/shapes/llava_shapes_test.jsonl \
+    python -m twigvlm.world.eval_shapes --question-file playground/data/eval/shapes/llava_shapes_test.jsonl \
         --result-file playground/data/eval/shapes/answers/<experiment>.jsonl
 
 Short answers: exact match after LLaVA's VQA answer normalisation (case, punctuation, articles, number words), per

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from twigvlm.eval.eval_shapes import main as eval_shapes, score
+from twigvlm.world.eval_shapes import main as eval_shapes, score
 from twigvlm.world.build_data import main as build_data
 
 THREE = ("There are three shapes in the image. In the top left there is a red circle. In the center there is a "

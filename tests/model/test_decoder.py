@@ -6,9 +6,9 @@ import transformers
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from twigvlm.inference.cache import KVCache
-from twigvlm.model.config import LlavaConfig
-from twigvlm.model.llama import DecoderLayer, attend, causal_mask, last_query_attention, run_layers
-from twigvlm.model.llava import padded_causal_mask
+from twigvlm.model.llava import LlavaConfig
+from twigvlm.model.decoder import DecoderLayer, attend, causal_mask, last_query_attention, run_layers
+from twigvlm.model.family import padded_causal_mask
 
 CFG = LlavaConfig(vocab_size=50, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
                   num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0)
@@ -16,12 +16,13 @@ CFG = LlavaConfig(vocab_size=50, hidden_size=48, intermediate_size=96, num_hidde
 
 class Rope:
     def __init__(self):
-        from twigvlm.model.llama import RotaryEmbedding
+        from twigvlm.model.decoder import RotaryEmbedding
 
-        self.r = RotaryEmbedding(CFG.attn_head_dim, CFG.rope_theta, 64)
+        self.r = RotaryEmbedding(CFG.attn_head_dim, CFG.rope_theta)
 
     def __call__(self, positions):
-        return self.r(positions, torch.float32)
+        """positions [B, Q] (one axis)."""
+        return self.r(positions[None], torch.float32)
 
 
 def pair(implementation="sdpa"):
