@@ -162,9 +162,10 @@ def get_chunk(items: list, num_chunks: int, index: int) -> list:
     return items[index * size:(index + 1) * size]
 
 
-def image_file(folder: str, name: str) -> Callable[[], Any]:
-    """A loader of the image `name` in `folder` (called where the image is preprocessed)."""
-    return partial(load_image, str(Path(folder) / name))
+def image_file(folder: str, name: str, keep_mode: bool = False) -> Callable[[], Any]:
+    """A loader of the image `name` in `folder` (called where the image is preprocessed): in RGB, or with keep_mode
+    as stored (for the generators of LLaVA's that do not convert: `process_images` pads it as they do)."""
+    return partial(load_image, str(Path(folder) / name), keep_mode=keep_mode)
 
 
 def with_single_pred_prompt(text: str, args: argparse.Namespace, lang: str = "en") -> str:
