@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -258,6 +259,21 @@ def test_a_rerun_with_other_generation_flags_answers_everything_again(gqa_flags,
     model_vqa_loader.main(gqa_flags(answers)[:-4] + ["--max_new_tokens", "3", "--num-workers", "0"])
     assert "changed: max_new_tokens" in capsys.readouterr().err
     assert all(a["metadata"]["num_tokens_generated"] <= 3 for a in read_answers(answers))
+
+
+def test_a_rerun_with_another_question_file_answers_its_questions_only(gqa_flags, tmp_path, capsys):
+    """The other file's first two questions are the same as the first file's: resumed, its answers to them would be
+    kept, and so would the answer to the third question, which the other file does not ask."""
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers))
+    first = read_answers(answers)
+    other = write_benchmark("gqa", tmp_path / "other", num_questions=2)
+    model_vqa_loader.main(gqa_flags(answers, questions=other))
+    again = read_answers(answers)
+    assert re.search(r"came from another run \(changed: .*question_file", capsys.readouterr().err)
+    assert [a["question_id"] for a in again] == [q["question_id"] for q in read_answers(other)]
+    assert [a["question_id"] for a in first][:2] == [a["question_id"] for a in again]  # the same two questions...
+    assert not {a["answer_id"] for a in first} & {a["answer_id"] for a in again}  # ...answered again
 
 
 def test_questions_sharing_an_id_are_told_apart_by_their_prompt(llava_dir, eval_dir, tmp_path):
