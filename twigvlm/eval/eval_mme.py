@@ -122,8 +122,8 @@ def mme_scores(matched: list[MMEAnswer]) -> dict:
     for answer in matched:
         by_subtask[answer.subtask].append(answer)
     subtasks = {name: subtask_scores(by_subtask[name]) for name in PERCEPTION + COGNITION if name in by_subtask}
-    perception = sum(subtasks[name]["score"] for name in PERCEPTION if name in subtasks)
-    cognition = sum(subtasks[name]["score"] for name in COGNITION if name in subtasks)
+    perception = sum((subtasks[name]["score"] for name in PERCEPTION if name in subtasks), 0.0)
+    cognition = sum((subtasks[name]["score"] for name in COGNITION if name in subtasks), 0.0)
     return {"perception": perception, "cognition": cognition, "total": perception + cognition,
             "subtasks": subtasks, "missing_subtasks": [name for name in PERCEPTION + COGNITION if name not in subtasks]}
 
