@@ -139,6 +139,64 @@ def test_without_pad_the_processor_resizes_and_crops(processor):
     assert not torch.equal(pixels, padded)
 
 
+# Images as ScienceQA and MMBench store them, opened without conversion as LLaVA's generators open them. The
+# expected pixels are built by hand: numpy squares, then the processor, which sees plain RGB.
+PALETTE = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (50, 60, 70)]
+INDICES = np.array([[0, 1, 2, 3, 0, 1], [1, 2, 3, 0, 1, 2], [2, 3, 0, 1, 2, 3], [3, 0, 1, 2, 3, 0]], dtype=np.uint8)
+
+
+def save_palette_png(path, indices, transparent_index=None):
+    image = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
+    image.putpalette([value for colour in PALETTE for value in colour])
+    image.save(path, **({} if transparent_index is None else {"transparency": transparent_index}))
+    return path
+
+
+def pixels_of(square: np.ndarray, processor) -> torch.Tensor:
+    """The processor's output for an RGB square given as an array."""
+    return processor.preprocess(Image.fromarray(square.astype(np.uint8)), return_tensors="pt")["pixel_values"][0]
+
+
+def as_llava_processes(path, processor) -> torch.Tensor:
+    return process_images([load_image(path, keep_mode=True)], processor, SimpleNamespace(image_aspect_ratio="pad"))[0]
+
+
+def test_a_wide_palette_png_is_padded_in_palette_mode_keeping_only_its_first_colour_as_llava_pads_it(
+        tmp_path, processor):
+    path = save_palette_png(tmp_path / "palette.png", INDICES)  # 6 x 4: one row of padding above, one below
+    assert load_image(path, keep_mode=True).mode == "P"
+    # The padded image's palette holds the pad colour alone: index 0 takes it, every other index is black.
+    content = np.where((INDICES == 0)[..., None], CLIP_MEAN_COLOUR, (0, 0, 0))
+    square = np.array([[CLIP_MEAN_COLOUR] * 6, *content, [CLIP_MEAN_COLOUR] * 6])
+    assert torch.equal(as_llava_processes(path, processor), pixels_of(square, processor))
+    converted_first = process_images([load_image(path)], processor, SimpleNamespace(image_aspect_ratio="pad"))[0]
+    assert not torch.equal(as_llava_processes(path, processor), converted_first)
+
+
+def test_a_square_palette_png_keeps_its_colours_and_its_transparent_colour_is_not_whitened(tmp_path, processor):
+    path = save_palette_png(tmp_path / "square.png", INDICES[:, :4], transparent_index=1)
+    assert load_image(path, keep_mode=True).info["transparency"] == 1
+    square = np.array(PALETTE)[INDICES[:, :4]]  # 4 x 4: no padding; index 1 is (0, 200, 0), transparent or not
+    assert torch.equal(as_llava_processes(path, processor), pixels_of(square, processor))
+
+
+def test_an_rgba_png_loses_its_alpha_keeping_the_colours_under_transparent_pixels(tmp_path, processor):
+    rgba = np.random.default_rng(1).integers(0, 256, (4, 6, 4), dtype=np.uint8)
+    rgba[:, :3, 3] = 0  # the left half fully transparent
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    square = np.array([[CLIP_MEAN_COLOUR] * 6, *rgba[..., :3], [CLIP_MEAN_COLOUR] * 6])
+    assert torch.equal(as_llava_processes(path, processor), pixels_of(square, processor))
+
+
+def test_a_grey_png_which_llava_cannot_pad_in_its_mode_is_padded_in_rgb(tmp_path, processor):
+    grey = np.arange(15, dtype=np.uint8).reshape(5, 3) * 10  # 3 wide, 5 tall: one column left, one right
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey, "L").save(path)
+    rows = [[CLIP_MEAN_COLOUR, *[(g, g, g) for g in row], CLIP_MEAN_COLOUR] for row in grey.tolist()]
+    assert torch.equal(as_llava_processes(path, processor), pixels_of(np.array(rows), processor))
+
+
 def test_anyres_is_refused(processor):
     with pytest.raises(ValueError, match="anyres"):
         process_images([solid((4, 4))], processor, SimpleNamespace(image_aspect_ratio="anyres"))
@@ -180,13 +238,14 @@ def test_load_image_refuses_a_text_file_named_jpg(tmp_path):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_load_image_refuses_a_truncated_png(tmp_path):
+@pytest.mark.parametrize("keep_mode", [False, True])
+def test_load_image_refuses_a_truncated_png(tmp_path, keep_mode):
     data = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data, "PNG")
     path = tmp_path / "cut.png"
     path.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
     with pytest.raises(ValueError, match="cannot read image .*cut.png"):
-        load_image(path)
+        load_image(path, keep_mode=keep_mode)
 
 
 def test_load_image_refuses_a_directory(tmp_path):

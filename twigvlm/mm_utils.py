@@ -1,5 +1,5 @@
 """LLaVA-1.5's multimodal helpers (`llava/mm_utils.py`): prompt ids with the image placeholder, image
-preprocessing, model names; plus `load_image` with clear errors."""
+preprocessing as LLaVA-1.5 does it for images of any mode, model names; plus `load_image` with clear errors."""
 
 from __future__ import annotations
 
@@ -55,18 +55,39 @@ def expand2square(pil_img: Image.Image, background_color: tuple[int, ...]) -> Im
     return square
 
 
+def pad_as_llava(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:
+    """`expand2square` in the image's own mode, as LLaVA pads the images it does not convert (ScienceQA's, MMBench's).
+    A palette image gets a fresh palette holding the pad colour alone, so its pixels of palette index 0 take that
+    colour and all others turn black (Pillow >= 10; grey levels on Pillow 9). Pillow takes no RGB fill for one- and
+    two-band modes (grey, grey + alpha, 16-bit, bilevel), where LLaVA stops with a TypeError: those are padded
+    after their conversion to RGB."""
+    try:
+        return expand2square(image, colour)
+    except TypeError:
+        return expand2square(image.convert("RGB"), colour)
+
+
+def rgb_as_llava(image: Image.Image) -> Image.Image:
+    """The RGB image LLaVA-1.5's CLIP processor (transformers 4.37) worked on: a plain conversion, which drops alpha
+    and palette transparency; newer processors composite transparent pixels on white instead."""
+    rgb = image.convert("RGB")
+    rgb.info.pop("transparency", None)  # a newer processor would whiten the pixels of that colour
+    return rgb
+
+
 def process_images(images: list[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor:
-    """Pixel values [N, 3, H, W]. `model_cfg.image_aspect_ratio == 'pad'` (LLaVA-1.5): each image is first padded to
-    a square with the processor's mean colour, so the centre crop loses nothing; otherwise the processor's own
-    resize and centre crop."""
+    """Pixel values [N, 3, H, W], as LLaVA-1.5 computes them from images in any mode. `model_cfg.image_aspect_ratio
+    == 'pad'` (LLaVA-1.5): each image is first padded to a square with the processor's mean colour
+    (`pad_as_llava`), so the centre crop loses nothing; otherwise the processor's own resize and centre crop.
+    The processor gets the image in RGB as LLaVA's converted it (`rgb_as_llava`)."""
     aspect_ratio = getattr(model_cfg, "image_aspect_ratio", None)
     if aspect_ratio == "anyres":
         raise ValueError("image_aspect_ratio 'anyres' (LLaVA-1.6) is not supported; LLaVA-1.5 uses 'pad'")
     if aspect_ratio != "pad":
-        return image_processor(images, return_tensors="pt")["pixel_values"]
+        return image_processor([rgb_as_llava(image) for image in images], return_tensors="pt")["pixel_values"]
     mean_colour = tuple(int(x * 255) for x in image_processor.image_mean)
-    return torch.stack([image_processor.preprocess(expand2square(image, mean_colour), return_tensors="pt")
-                        ["pixel_values"][0] for image in images])
+    return torch.stack([image_processor.preprocess(rgb_as_llava(pad_as_llava(image, mean_colour)),
+                                                   return_tensors="pt")["pixel_values"][0] for image in images])
 
 
 def get_model_name_from_path(model_path: str | Path) -> str:
@@ -77,23 +98,26 @@ def get_model_name_from_path(model_path: str | Path) -> str:
     return parts[-1]
 
 
-def load_image(path_or_url: str | Path) -> Image.Image:
-    """An RGB image from a local file or an http(s) URL; a missing or undecodable file is one clear error."""
+def load_image(path_or_url: str | Path, keep_mode: bool = False) -> Image.Image:
+    """An image from a local file or an http(s) URL, in RGB, or with keep_mode in the mode it is stored in (palette,
+    grey, RGBA...: how LLaVA's ScienceQA and MMBench generators open theirs); a missing or undecodable file is one
+    clear error."""
     source = str(path_or_url)
     if source.startswith(("http://", "https://")):
-        return _decode_image(io.BytesIO(_download(source)), source)
+        return decode_image(io.BytesIO(_download(source)), source, keep_mode)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if not path.is_file():
         raise ValueError(f"{path} is not an image file (it is a directory or a special file)")
-    return _decode_image(path, source)
+    return decode_image(path, source, keep_mode)
 
 
-def _decode_image(file: Path | io.BytesIO, name: str) -> Image.Image:
+def decode_image(file: Path | io.BytesIO, name: str, keep_mode: bool = False) -> Image.Image:
+    """The image in `file` (RGB, or as stored with keep_mode), decoded whole, so that truncated data fails here."""
     try:
         with Image.open(file) as image:
-            return image.convert("RGB")  # decodes the whole image, so truncated data fails here
+            return image.copy() if keep_mode else image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {name}: not a decodable image file ({err})") from None
 

@@ -24,8 +24,8 @@ def mmbench(tmp_path, write_jsonl, make_answer):
     ]
     tsv = tmp_path / f"{SPLIT}.tsv"
     pd.DataFrame(rows, columns=TSV_COLUMNS).to_csv(tsv, sep="\t", index=False)
-    answers = [make_answer(0, "A"), make_answer(1000000, "A"), make_answer(1, "C"),
-               make_answer(1, "A", round_id=1)]  # a later --all-rounds round: its letters are rotated, ignored
+    answers = [make_answer(0, "A"), make_answer(1000000, "A"), make_answer(1, "B", round_id=0),
+               make_answer(1, "C", round_id=1)]  # --all-rounds: LLaVA's converter keeps the last line, round 1
     write_jsonl(tmp_path / "answers" / SPLIT / "ckpt.jsonl", answers)  # 2 has no answer
     argv = [str(SCRIPT), "--annotation-file", str(tsv), "--result-dir", str(tmp_path / "answers" / SPLIT),
                         "--upload-dir", str(tmp_path / "answers_upload" / SPLIT), "--experiment", "ckpt",
@@ -45,12 +45,13 @@ def test_sheet_columns_as_llava_writes_them(mmbench, monkeypatch):
     assert list(tsv.columns) == list(sheet.columns)
 
 
-def test_local_circular_accuracy(mmbench, monkeypatch):
+def test_local_circular_accuracy(mmbench, monkeypatch, capsys):
     tmp_path, argv = mmbench
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "each question's last round is submitted" in capsys.readouterr().out
     saved = json.loads((tmp_path / "scores" / "mmbench" / "ckpt.json").read_text())
-    # question 0: right in its first copy, wrong in the rotated one -> wrong; question 1 right; question 2
-    # unanswered -> wrong. 1 of 3 questions: 33.33 %
+    # question 0: right in its first copy, wrong in the rotated one -> wrong; question 1 right (its last round's
+    # "C"; round 0's "B" would be wrong); question 2 unanswered -> wrong. 1 of 3 questions: 33.33 %
     assert saved["score"] == pytest.approx(100 / 3)
     assert (saved["metrics"]["questions"], saved["metrics"]["rows"], saved["metrics"]["answered"]) == (3, 4, 3)

@@ -1,6 +1,7 @@
 """MME: answers matched to the ground truth, the official result files, acc / acc+ per subtask and the sums."""
 
 import json
+import re
 
 import pytest
 
@@ -31,6 +32,9 @@ CASES = {
         "10": [("Is this by Monet?", "Yes", "Yes"), ("Is this by Manet?", "No", "No")],
         "11": [("Is this a portrait?", "Yes", "yes"), ("Is this a landscape?", "No", "Maybe")],
         "12": [("Is this oil?", "Yes", "Yes"), ("Is this ink?", "No", "No")],
+    },
+    "code_reasoning": {  # a cognition subtask, flat layout
+        "20": [("Does it print 3?", "Yes", "Yes"), ("Does it print 4?", "No", "Yes")],
     },
 }
 
@@ -68,22 +72,30 @@ def test_acc_and_acc_plus_per_subtask_and_sums(mme_dir):
     assert (existence["acc"], existence["acc_plus"], existence["score"]) == pytest.approx((75.0, 50.0, 125.0))
     # artwork: 5 of 6 right ("Maybe" reads "other") -> 83.33; images 10 and 12 of 3 -> 66.67; sum 150
     assert (artwork["acc"], artwork["acc_plus"], artwork["score"]) == pytest.approx((500 / 6, 200 / 3, 150.0))
-    # both are perception subtasks: 125 + 150 = 275; no cognition answers
-    assert (scores["perception"], scores["cognition"], scores["total"]) == pytest.approx((275.0, 0.0, 275.0))
-    assert len(scores["missing_subtasks"]) == 12
+    # code_reasoning: 1 of 2 right -> acc 50; its one image not wholly right -> acc+ 0; 50
+    assert scores["subtasks"]["code_reasoning"]["score"] == pytest.approx(50.0)
+    # perception: existence and artwork, 125 + 150 = 275; cognition: code_reasoning, 50; total 325
+    assert (scores["perception"], scores["cognition"], scores["total"]) == pytest.approx((275.0, 50.0, 325.0))
+    assert len(scores["missing_subtasks"]) == 11
 
 
 def test_official_result_files(mme_dir):
     run(mme_dir)
     results = mme_dir / "eval_tool" / "answers" / "llava-v1.5-7b"
-    assert sorted(p.name for p in results.iterdir()) == ["artwork.txt", "existence.txt"]
+    assert sorted(p.name for p in results.iterdir()) == ["artwork.txt", "code_reasoning.txt", "existence.txt"]
     lines = (results / "existence.txt").read_text().splitlines()
     assert lines[0] == f"1.txt\tIs there a dog in this image? {YES_NO}\tYes\tYes"
     assert lines[1] == f"1.txt\tIs there a cat in this image? {YES_NO}\tNo\tNo"  # short-answer prompt rewritten
     assert (results / "artwork.txt").read_text().splitlines()[5] == f"12.txt\tIs this ink?  {YES_NO}\tNo\tNo"
 
 
-def test_headline_is_the_total_and_saved(mme_dir):
+def test_the_headline_is_perception_plus_cognition_and_perception_alone_is_saved_and_printed_beside_it(
+        mme_dir, capsys):
     run(mme_dir)
     saved = json.loads((mme_dir / "scores" / "mme" / "llava-v1.5-7b.json").read_text())
-    assert saved["score"] == pytest.approx(275.0)
+    assert saved["score"] == pytest.approx(325.0)  # the pruning papers' MME
+    assert saved["metrics"]["perception"] == pytest.approx(275.0)  # LLaVA-1.5's MME
+    cells = [re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines() if line.startswith("= ")]
+    printed = {row[0]: row[-1] for row in cells}
+    assert printed == {"= perception (LLaVA-1.5's MME)": "275.00", "= cognition": "50.00",
+                       "= perception + cognition (pruning papers' MME)": "325.00"}

@@ -42,16 +42,24 @@ def test_image_and_overall_accuracy_and_llava_output_files(scienceqa, capsys):
     record = eval_science_qa.main([
         "--base-dir", str(base), "--result-file", str(result), "--output-file", str(base / "out.json"),
         "--output-result", str(base / "result.json"), "--scores-dir", str(base / "scores")])
-    # image questions 1, 2, 4: 2 right of 3 -> 66.67 %; all test questions: 2 of 4 -> 50 %
-    assert record["score"] == pytest.approx(200 / 3)
-    assert record["metrics"]["accuracy"] == pytest.approx(50.0)
-    assert (record["metrics"]["img_correct"], record["metrics"]["img_count"]) == (2, 3)
+    # official (LLaVA's IMG-Accuracy): answers whose prompt holds <image>, 1 and 2, both right -> 100 %;
+    # strict: the test problems with an image, 1, 2 and the unanswered 4 -> 2 of 3, 66.67 %
+    assert record["score"] == pytest.approx(100.0)
+    metrics = record["metrics"]
+    assert (metrics["img_accuracy"], metrics["img_correct"], metrics["img_count"]) == (pytest.approx(100.0), 2, 2)
+    assert (metrics["img_accuracy_strict"], metrics["img_strict_correct"], metrics["img_strict_count"]) == (
+        pytest.approx(200 / 3), 2, 3)
+    # all test questions: 2 of 4 -> 50 %; one of them (4) unanswered
+    assert (metrics["accuracy"], metrics["unanswered"]) == (pytest.approx(50.0), 1)
     output = json.loads((base / "out.json").read_text())
     assert [entry["question_id"] for entry in output["correct"]] == ["1", "2"]
     assert [entry["parsed_ans"] for entry in output["incorrect"]] == ["C", "FAILED"]
     assert set(output["correct"][0]) == {"question_id", "parsed_ans", "ground_truth", "question", "pred",
                                          "is_multimodal"}
+    is_multimodal = {entry["question_id"]: entry["is_multimodal"] for entry in output["correct"] + output["incorrect"]}
+    assert is_multimodal == {"1": True, "2": True, "3": False, "4": False}  # 4: no answer, LLaVA's prompt "Unknown"
     result_json = json.loads((base / "result.json").read_text())
     assert result_json["acc"] == pytest.approx(50.0) and result_json["count"] == 4
     assert result_json["results"] == {"1": 0, "2": 1, "3": 2, "4": -1}
-    assert json.loads((base / "scores" / "sqa" / "llava-v1.5-7b.json").read_text())["score"] == pytest.approx(200 / 3)
+    assert result_json["img_acc"] == pytest.approx(100.0)
+    assert json.loads((base / "scores" / "sqa" / "llava-v1.5-7b.json").read_text())["score"] == pytest.approx(100.0)

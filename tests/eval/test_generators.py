@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import torch
 
 from twigvlm.eval import model_vqa_loader, model_vqa_science
 from twigvlm.eval.answering import first_turn, get_chunk
-from twigvlm.eval.model_vqa_mmbench import mmbench_samples
+from twigvlm.eval.model_vqa_mmbench import mmbench_samples, read_tsv
 from twigvlm.eval.speed import speed_summary
 from twigvlm.model.llava import LlavaChatFormat, LlavaConfig
 from twigvlm.testing.benchmarks import write_benchmark, write_benchmarks, write_twig
@@ -110,6 +111,23 @@ def test_mmbench_all_rounds_rotate_the_options_once_per_option():
     assert samples[1].prompt == "Look closely.\nWhat color is the circle?\nA. green\nB. blue\nC. red"
     assert samples[1].fields["option_char"] == ["B", "C", "A"]
     assert {s.question_id for s in samples} == {7}
+
+
+def test_scienceqa_and_mmbench_images_reach_the_preprocessing_in_the_mode_they_are_stored_in(eval_dir):
+    """LLaVA's generators open them without converting to RGB, and pad them in that mode (tests/test_mm_utils.py)."""
+    sqa = eval_dir / "scienceqa"
+    questions = json.loads((sqa / "llava_test_CQM-A.json").read_text())
+    flags = argparse.Namespace(image_folder=str(sqa / "images" / "test"), single_pred_prompt=True)
+    modes = [sample.image().mode for q in questions[:2] for sample in model_vqa_science.science_samples(q, flags)]
+    assert modes == ["P", "RGBA"]
+    rows = read_tsv(eval_dir / "mmbench" / "mmbench_dev_20230712.tsv")
+    assert [mmbench_samples(row, mmbench_flags())[0].image().mode for row in rows[:3]] == ["P", "RGBA", "RGB"]
+
+
+def test_an_mmbench_image_that_is_not_base64_is_named_by_its_row():
+    [sample] = mmbench_samples({**MMBENCH_ROW, "image": "not-an-image"}, mmbench_flags())
+    with pytest.raises(ValueError, match="cannot read .*MMBench row 7"):
+        sample.image()
 
 
 def test_scienceqa_puts_the_image_tag_in_the_prompt_only_when_there_is_an_image(llava_dir, twig_dir, eval_dir,
@@ -248,6 +266,21 @@ def test_a_rerun_with_other_generation_flags_answers_everything_again(gqa_flags,
     model_vqa_loader.main(gqa_flags(answers)[:-4] + ["--max_new_tokens", "3", "--num-workers", "0"])
     assert "changed: max_new_tokens" in capsys.readouterr().err
     assert all(a["metadata"]["num_tokens_generated"] <= 3 for a in read_answers(answers))
+
+
+def test_a_rerun_with_another_question_file_answers_its_questions_only(gqa_flags, tmp_path, capsys):
+    """The other file's first two questions are the same as the first file's: resumed, its answers to them would be
+    kept, and so would the answer to the third question, which the other file does not ask."""
+    answers = tmp_path / "gqa.jsonl"
+    model_vqa_loader.main(gqa_flags(answers))
+    first = read_answers(answers)
+    other = write_benchmark("gqa", tmp_path / "other", num_questions=2)
+    model_vqa_loader.main(gqa_flags(answers, questions=other))
+    again = read_answers(answers)
+    assert re.search(r"came from another run \(changed: .*question_file", capsys.readouterr().err)
+    assert [a["question_id"] for a in again] == [q["question_id"] for q in read_answers(other)]
+    assert [a["question_id"] for a in first][:2] == [a["question_id"] for a in again]  # the same two questions...
+    assert not {a["answer_id"] for a in first} & {a["answer_id"] for a in again}  # ...answered again
 
 
 def test_questions_sharing_an_id_are_told_apart_by_their_prompt(llava_dir, eval_dir, tmp_path):

@@ -59,3 +59,14 @@ def test_without_baseline_no_relacc_column(scores_dir, capsys):
 def test_unknown_baseline_is_an_error(scores_dir):
     with pytest.raises(ValueError, match="baseline"):
         summary.main(["--scores-dir", str(scores_dir), "--baseline", "nope"])
+
+
+def test_mme_perception_follows_mme_and_stays_out_of_the_relative_accuracy(tmp_path, capsys):
+    for experiment, gqa, total, perception in (("base", 60.0, 1800.0, 1500.0), ("r64", 57.0, 1710.0, 1200.0)):
+        save_scores("gqa", experiment, gqa, {}, None, tmp_path)
+        save_scores("mme", experiment, total, {"perception": perception, "total": total}, None, tmp_path)
+    summary.main(["--scores-dir", str(tmp_path), "--baseline", "base"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["experiment", "GQA", "MME", "MME-P", "RelAcc", "%"]
+    # 57/60 = 0.95 and 1710/1800 = 0.95 -> 95 % (with MME-P's 1200/1500 = 0.8 it would be 90 %)
+    assert lines[3].split() == ["r64", "57.00", "1710.00", "1200.00", "95.00"]

@@ -20,9 +20,10 @@ question file reads and what each entry asks (`Sample`s); `run` does the rest. A
 statistics (`GenerationOutput.metadata()`: timings, tokens/s, acceptance rate, visual tokens kept...). Each line is
 written and flushed as soon as it is answered; running the same command again resumes: the answers already in the
 file are kept and their questions skipped, and a last line cut short by a kill is dropped and answered again.
-What run wrote them (the generation flags, the size and time of every weight file) is kept beside them in
-`<answers-file>.run.json`: a rerun with other flags, or after a checkpoint was rewritten at the same path (the
-experiment name, taken from the folder's name, would not change), answers everything again instead of resuming.
+What run wrote them (the generation flags, the size and time of every weight file, the question file's path, size
+and time) is kept beside them in `<answers-file>.run.json`: a rerun with other flags or another question file, or
+after a checkpoint was rewritten at the same path (the experiment name, taken from the folder's name, would not
+change), answers everything again instead of resuming.
 """
 
 from __future__ import annotations
@@ -120,9 +121,10 @@ def get_chunk(items: list, num_chunks: int, index: int) -> list:
     return items[index * size:(index + 1) * size]
 
 
-def image_file(folder: str, name: str) -> Callable[[], Any]:
-    """A loader of the image `name` in `folder` (called where the image is preprocessed)."""
-    return partial(load_image, str(Path(folder) / name))
+def image_file(folder: str, name: str, keep_mode: bool = False) -> Callable[[], Any]:
+    """A loader of the image `name` in `folder` (called where the image is preprocessed): in RGB, or with keep_mode
+    as stored (for the generators of LLaVA's that do not convert: `process_images` pads it as they do)."""
+    return partial(load_image, str(Path(folder) / name), keep_mode=keep_mode)
 
 
 def with_single_pred_prompt(text: str, args: argparse.Namespace, lang: str = "en") -> str:
@@ -199,26 +201,36 @@ def remaining(samples: list[Sample], done: list[dict]) -> list[Sample]:
     return todo
 
 
-# The flags that change an answer; with the weights' fingerprints they tell whether old answers can be kept.
+# The flags that change an answer or which questions are asked; with the fingerprints of the weights and of the
+# question file (and the image folder's path) they tell whether old answers can be kept.
 RUN_FLAGS = ("model_path", "model_base", "twig", "twig_K", "pruning", "retained_tokens", "retain_ratio",
              "generation_strategy", "temperature", "top_p", "num_beams", "max_new_tokens", "conv_mode", "dtype",
-             "attn_implementation")
+             "attn_implementation", "num_chunks", "chunk_idx", "single_pred_prompt", "all_rounds", "lang")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
+def file_fingerprint(path: Path) -> list[int]:
+    """[size, modification time in ns]."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def weights_fingerprint(path: str | None) -> dict[str, list[int]]:
-    """[size, modification time in ns] of each weight file of a checkpoint (a folder or one file)."""
+    """The fingerprint of each weight file of a checkpoint (a folder or one file)."""
     if not path or not Path(path).expanduser().exists():
         return {}
     path = Path(path).expanduser()
     files = [path] if path.is_file() else sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES)
-    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+    return {f.name: file_fingerprint(f) for f in files}
 
 
 def run_record(args: argparse.Namespace) -> dict[str, Any]:
-    """What makes two runs give the same answers, as JSON reads it back."""
+    """What makes two runs give the same answers to the same questions, as JSON reads it back."""
     record = {flag: getattr(args, flag, None) for flag in RUN_FLAGS}
     record["weights"] = {flag: weights_fingerprint(getattr(args, flag, None)) for flag in ("model_path", "twig")}
+    questions = Path(args.question_file).expanduser().resolve()
+    record["question_file"] = {"path": str(questions), "fingerprint": file_fingerprint(questions)}
+    record["image_folder"] = str(Path(args.image_folder).expanduser().resolve()) if args.image_folder else ""
     return json.loads(json.dumps(record, default=str))
 
 

@@ -10,8 +10,10 @@ Reads <mme-dir>/answers/<experiment>.jsonl and the ground truth of <mme-dir>/MME
 the official calculation.py reads) and scores them.
 
 A subtask's score is 100 x acc + 100 x acc+, where acc is over its questions and acc+ over its images (both of an
-image's yes/no questions right); perception sums 10 subtasks (max 2000), cognition 4 (max 800). The headline
-score is their sum, the "MME 1862" of LLaVA-1.5-7B in the pruning papers.
+image's yes/no questions right); perception sums 10 subtasks (max 2000), cognition 4 (max 800). Two figures go by
+the name "MME": the pruning papers' (TwigVLM's, "MME 1862" for LLaVA-1.5-7B) is perception + cognition, the
+headline score here; LLaVA-1.5's own tables give perception alone (1510.7), saved as metrics["perception"] and
+shown beside the headline by `twigvlm.eval.summary` (column MME-P). Both are printed, named.
 """
 
 from __future__ import annotations
@@ -120,10 +122,15 @@ def mme_scores(matched: list[MMEAnswer]) -> dict:
     for answer in matched:
         by_subtask[answer.subtask].append(answer)
     subtasks = {name: subtask_scores(by_subtask[name]) for name in PERCEPTION + COGNITION if name in by_subtask}
-    perception = sum(subtasks[name]["score"] for name in PERCEPTION if name in subtasks)
-    cognition = sum(subtasks[name]["score"] for name in COGNITION if name in subtasks)
+    perception = sum((subtasks[name]["score"] for name in PERCEPTION if name in subtasks), 0.0)
+    cognition = sum((subtasks[name]["score"] for name in COGNITION if name in subtasks), 0.0)
     return {"perception": perception, "cognition": cognition, "total": perception + cognition,
             "subtasks": subtasks, "missing_subtasks": [name for name in PERCEPTION + COGNITION if name not in subtasks]}
+
+
+# The sums' rows in the printed table, named for the tables that report them.
+SUM_ROWS = {"perception": "= perception (LLaVA-1.5's MME)", "cognition": "= cognition",
+            "total": "= perception + cognition (pruning papers' MME)"}
 
 
 def score_table(scores: dict) -> tuple[list[str], list[list]]:
@@ -133,8 +140,8 @@ def score_table(scores: dict) -> tuple[list[str], list[list]]:
             if name in scores["subtasks"]:
                 values = scores["subtasks"][name]
                 rows.append([name, values["acc"], values["acc_plus"], values["score"]])
-        rows.append([f"= {group}", None, None, scores[group]])
-    rows.append(["= total", None, None, scores["total"]])
+        rows.append([SUM_ROWS[group], None, None, scores[group]])
+    rows.append([SUM_ROWS["total"], None, None, scores["total"]])
     return ["subtask", "acc", "acc+", "score"], rows
 
 

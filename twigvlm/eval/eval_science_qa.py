@@ -9,8 +9,11 @@
 
 Replaces `python llava/eval/eval_science_qa.py` (same flags, same two output files). The problems of the split
 come from <base-dir>/pid_splits.json and <base-dir>/problems.json; a problem without an answer counts as wrong.
-Answer letters are read as LLaVA reads them (see `parse_option_letter`). A question is an image question when its
-problem has an image (LLaVA looks for "<image>" in the answer's prompt: the same questions with its generator).
+Answer letters are read as LLaVA reads them (see `parse_option_letter`).
+
+Two image accuracies: `img_accuracy`, the official one (LLaVA's IMG-Accuracy, the headline), counts the answers
+whose prompt holds "<image>", so an image question left unanswered drops out of it; `img_accuracy_strict` counts
+every problem of the split that has an image, unanswered ones wrong. They agree when every question is answered.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from twigvlm.constants import DEFAULT_IMAGE_TOKEN
 from twigvlm.eval.answer_normalization import OPTION_LETTERS, parse_option_letter
 from twigvlm.eval.files import experiment_name, read_json, read_jsonl, write_json
 from twigvlm.eval.scores import add_score_arguments, publish
@@ -34,9 +38,11 @@ def choice_index(text: str, num_choices: int) -> int:
 
 @dataclass
 class Graded:
-    analysis: dict  # LLaVA's output-file entry
+    analysis: dict  # LLaVA's output-file entry; its is_multimodal: "<image>" in the answer's prompt
     choice: int  # index of the chosen option, -1 if none
     correct: bool
+    has_image: bool  # the problem has an image
+    answered: bool
 
 
 def grade(problems: dict[str, dict], answers: dict[str, dict]) -> list[Graded]:
@@ -46,8 +52,9 @@ def grade(problems: dict[str, dict], answers: dict[str, dict]) -> list[Graded]:
         choice = choice_index(answer["text"], len(problem["choices"]))
         analysis = {"question_id": problem_id, "parsed_ans": parse_option_letter(answer["text"]) or FAILED,
                     "ground_truth": OPTION_LETTERS[problem["answer"]], "question": answer["prompt"],
-                    "pred": answer["text"], "is_multimodal": bool(problem.get("image"))}
-        graded.append(Graded(analysis, choice, choice == problem["answer"]))
+                    "pred": answer["text"], "is_multimodal": DEFAULT_IMAGE_TOKEN in answer["prompt"]}
+        graded.append(Graded(analysis, choice, choice == problem["answer"], bool(problem.get("image")),
+                             problem_id in answers))
     return graded
 
 
@@ -60,8 +67,11 @@ def accuracy(graded: list[Graded]) -> tuple[float, int, int]:
 def science_qa_scores(graded: list[Graded]) -> dict:
     overall, correct, count = accuracy(graded)
     img, img_correct, img_count = accuracy([entry for entry in graded if entry.analysis["is_multimodal"]])
+    strict, strict_correct, strict_count = accuracy([entry for entry in graded if entry.has_image])
     return {"img_accuracy": img, "img_correct": img_correct, "img_count": img_count,
-            "accuracy": overall, "correct": correct, "count": count}
+            "img_accuracy_strict": strict, "img_strict_correct": strict_correct, "img_strict_count": strict_count,
+            "accuracy": overall, "correct": correct, "count": count,
+            "unanswered": sum(not entry.answered for entry in graded)}
 
 
 def write_outputs(graded: list[Graded], scores: dict, output_file: str | None, output_result: str | None) -> None:

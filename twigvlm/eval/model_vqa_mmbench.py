@@ -10,13 +10,15 @@
 The question is "<hint>\\n<question>\\nA. <option>\\nB. <option>..." (the hint when there is one, the options up to
 the first empty one); the answer's "prompt" is that text, without the letter instruction. With --all-rounds every
 question is asked once per option, the options rotated by one each round; answers carry "round_id", "options" and
-"option_char". Flags common to every generator: see `twigvlm.eval.answering`.
+"option_char". Images are decoded as stored, not converted to RGB first, as LLaVA's generator decodes them (see
+`twigvlm.mm_utils.pad_as_llava`). Flags common to every generator: see `twigvlm.eval.answering`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import io
 import math
 from functools import partial
@@ -27,6 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from twigvlm.eval.answering import Sample, arg_parser, run, with_single_pred_prompt
+from twigvlm.mm_utils import decode_image
 
 OPTION_LETTERS = ("A", "B", "C", "D")
 TEXT_COLUMNS = ("question", "hint", *OPTION_LETTERS)  # read as text even when a column looks numeric
@@ -45,8 +48,13 @@ def is_none(value: Any) -> bool:
     return isinstance(value, str) and value.lower() in ("nan", "none")
 
 
-def image_from_base64(data: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+def image_from_base64(data: str, index: Any) -> Image.Image:
+    """The row's image as stored, not converted to RGB: LLaVA's generator pads it in its own mode."""
+    try:
+        encoded = base64.b64decode(data)
+    except binascii.Error as err:
+        raise ValueError(f"cannot read the image of MMBench row {index}: not base64 ({err})") from None
+    return decode_image(io.BytesIO(encoded), f"of MMBench row {index}", keep_mode=True)
 
 
 def listed_options(row: dict) -> list[str]:
@@ -67,7 +75,7 @@ def mmbench_question(row: dict, options: list[str]) -> str:
 def mmbench_samples(row: dict, args: argparse.Namespace) -> list[Sample]:
     options = listed_options(row)
     letters = list(OPTION_LETTERS[:len(options)])
-    image = partial(image_from_base64, row["image"])
+    image = partial(image_from_base64, row["image"], row["index"])
     samples = []
     for round_id in range(len(options) if args.all_rounds else 1):
         question = mmbench_question(row, options)

@@ -9,7 +9,9 @@
         --single-pred-prompt --temperature 0 --conv-mode vicuna_v1
 
 The first human turn, its <image> tag removed, is the question; the answer's "prompt" starts with "<image>\\n"
-when the question has an image, and both end with the letter instruction under --single-pred-prompt.
+when the question has an image, and both end with the letter instruction under --single-pred-prompt. Images are
+opened as stored, not converted to RGB first, as LLaVA's generator opens them (see `twigvlm.mm_utils.pad_as_llava`
+for what that does to a palette image).
 Flags common to every generator: see `twigvlm.eval.answering`.
 """
 
@@ -24,7 +26,7 @@ from twigvlm.eval.files import read_json
 
 def science_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
     question = line["conversations"][0]["value"].replace(DEFAULT_IMAGE_TOKEN, "").strip()
-    image = image_file(args.image_folder, line["image"]) if "image" in line else None
+    image = image_file(args.image_folder, line["image"], keep_mode=True) if "image" in line else None
     prompt = f"{DEFAULT_IMAGE_TOKEN}\n{question}" if image is not None else question
     return [Sample(line["id"], with_single_pred_prompt(prompt, args), with_single_pred_prompt(question, args),
                    image)]

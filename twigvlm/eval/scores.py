@@ -24,6 +24,9 @@ DEFAULT_SCORES_DIR = "./playground/data/eval/scores"
 # Folder name under the scores directory -> column of the summary table, in the order of the paper's tables.
 BENCHMARKS = {"gqa": "GQA", "mmbench": "MMB", "mme": "MME", "sqa": "SQA-IMG", "textvqa": "TextVQA",
               "vqav2": "VQAv2", "pope": "POPE", "mmvet": "MM-Vet", "shapes": "Shapes"}
+# Figures the summary shows beside a benchmark's headline (never in its RelAcc), read from the metrics:
+# benchmark -> {column: metric}. MME-P: perception alone, the MME of LLaVA-1.5's own tables.
+SIDE_COLUMNS = {"mme": {"MME-P": "perception"}}
 
 
 def add_score_arguments(parser: argparse.ArgumentParser, experiment_default: str | None) -> None:

@@ -86,10 +86,11 @@ CIRCULAR_COPY_STRIDE = 1_000_000  # MMBench's circular copies of a question have
 def mmbench_submission(questions: pd.DataFrame, answers: list[dict]) -> pd.DataFrame:
     """The question table without its hint, category, source, image, comment and l2-category columns, with a
     "prediction" column after D (index, question, A, B, C, D, prediction, answer, ... for the dev set).
-    Answers to later rounds of `--all-rounds` are left out: their letters refer to rotated options."""
+    As LLaVA's converter, the last answer line of an index is its prediction: with `--all-rounds`, the last round's,
+    whose letter names an option of the last rotation, not of the table."""
     sheet = questions.drop(columns=[column for column in MMBENCH_DROPPED_COLUMNS if column in questions.columns])
-    first_round = {answer["question_id"]: answer["text"] for answer in answers if answer.get("round_id", 0) == 0}
-    sheet.insert(sheet.columns.get_loc("D") + 1, "prediction", sheet["index"].map(first_round))
+    last_line = {answer["question_id"]: answer["text"] for answer in answers}  # later lines overwrite earlier ones
+    sheet.insert(sheet.columns.get_loc("D") + 1, "prediction", sheet["index"].map(last_line))
     return sheet
 
 
@@ -110,7 +111,11 @@ def convert_mmbench(annotation_file: str | Path, result_dir: str | Path, upload_
                     scores_dir: str | Path = DEFAULT_SCORES_DIR) -> pd.DataFrame:
     """<result-dir>/<experiment>.jsonl -> <upload-dir>/<experiment>.xlsx (what the server takes) and .tsv."""
     answers_file = Path(result_dir) / f"{experiment}.jsonl"
-    sheet = mmbench_submission(pd.read_table(annotation_file), read_jsonl(answers_file))
+    answers = read_jsonl(answers_file)
+    if any(answer.get("round_id", 0) > 0 for answer in answers):
+        print("note: answers of --all-rounds; as LLaVA's converter, each question's last round is submitted (its "
+              "letter names an option of that round's rotation)")
+    sheet = mmbench_submission(pd.read_table(annotation_file), answers)
     upload_dir = Path(upload_dir)
     upload_dir.mkdir(parents=True, exist_ok=True)
     sheet.to_excel(upload_dir / f"{experiment}.xlsx", index=False, engine="openpyxl")

@@ -3,7 +3,8 @@
     python -m twigvlm.eval.summary [--scores-dir ./playground/data/eval/scores] [--baseline EXPERIMENT] [--json]
 
 With --baseline, a RelAcc column: the paper's relative accuracy, the mean over the benchmarks that both the
-experiment and the baseline have of score / baseline score, in percent. Where MM-Vet answers carried timings, a
+experiment and the baseline have of score / baseline score, in percent. Side figures follow their benchmark's
+column (MME-P, MME's perception alone, after MME: perception + cognition) and are left out of RelAcc. Where MM-Vet answers carried timings, a
 column of their decoding tokens/s (MM-Vet's long answers are the paper's speed benchmark).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from twigvlm.eval.scores import BENCHMARKS, DEFAULT_SCORES_DIR, load_scores
+from twigvlm.eval.scores import BENCHMARKS, DEFAULT_SCORES_DIR, SIDE_COLUMNS, load_scores
 from twigvlm.eval.table import format_table
 
 SPEED_BENCHMARK = "mmvet"
@@ -29,20 +30,33 @@ def relative_accuracy(scores: dict[str, float | None],
     return (None if ratio is None else 100.0 * ratio), shared
 
 
+def row_of(records: dict[str, dict]) -> dict[str, float | None]:
+    """{column: value}: each benchmark's headline score, followed by its side figures."""
+    row = {}
+    for benchmark, record in records.items():
+        row[BENCHMARKS[benchmark]] = record.get("score")
+        for column, metric in SIDE_COLUMNS.get(benchmark, {}).items():
+            row[column] = record.get("metrics", {}).get(metric)
+    return row
+
+
 def summarize(loaded: dict[str, dict[str, dict]], baseline: str | None = None) -> dict[str, Any]:
-    """The summary of `load_scores()` output: benchmark columns (those with a score), one entry per experiment."""
+    """The summary of `load_scores()` output: the columns with a value (headlines in the paper's order, each
+    followed by its side figures), one entry per experiment."""
     if baseline is not None and baseline not in loaded:
         raise ValueError(f"no scores for the baseline '{baseline}': experiments are {sorted(loaded)}")
-    scores = {experiment: {BENCHMARKS[benchmark]: record.get("score") for benchmark, record in records.items()}
-              for experiment, records in loaded.items()}
-    columns = [name for name in BENCHMARKS.values() if any(row.get(name) is not None for row in scores.values())]
+    rows = {experiment: row_of(records) for experiment, records in loaded.items()}
+    order = [name for benchmark, headline in BENCHMARKS.items()
+             for name in (headline, *SIDE_COLUMNS.get(benchmark, {}))]
+    columns = [name for name in order if any(row.get(name) is not None for row in rows.values())]
+    headlines = set(BENCHMARKS.values())
     experiments = []
     for experiment in sorted(loaded):
         entry: dict[str, Any] = {"experiment": experiment,
-                                 "scores": {name: scores[experiment].get(name) for name in columns}}
+                                 "scores": {name: rows[experiment].get(name) for name in columns}}
         if baseline is not None:
             entry["relative_accuracy"], entry["relative_accuracy_over"] = relative_accuracy(
-                entry["scores"], scores[baseline])
+                {name: value for name, value in entry["scores"].items() if name in headlines}, rows[baseline])
         entry["tokens_per_second"] = loaded[experiment].get(SPEED_BENCHMARK, {}).get("speed", {}).get(
             "tokens_per_second")
         experiments.append(entry)

@@ -9,8 +9,9 @@ Each holds a few questions about tiny pictures, with the ground truth its scorer
     gqa/        llava_gqa_testdev_balanced.jsonl, data/images/*.jpg, data/testdev_balanced_questions.json
     MME/        llava_mme.jsonl, MME_Benchmark_release_version/<subtask>/ (images/ + questions_answers_YN/, or the
                 .txt ground truth beside each image)
-    mmbench/    mmbench_dev_20230712.tsv (base64 images, a hint, 2 to 4 options, a circular copy)
-    scienceqa/  llava_test_CQM-A.json, images/test/<pid>/image.png, problems.json, pid_splits.json
+    mmbench/    mmbench_dev_20230712.tsv (base64 PNGs: palette, RGBA, RGB; a hint, 2 to 4 options, a circular copy)
+    scienceqa/  llava_test_CQM-A.json, images/test/<pid>/image.png (palette, RGBA, RGB), problems.json,
+                pid_splits.json (with an image question the question file lacks)
     textvqa/    llava_textvqa_val_v051_ocr.jsonl (question_id = image id), train_images/, TextVQA_0.5.1_val.json
     vqav2/      llava_vqav2_mscoco_test-dev2015.jsonl, llava_vqav2_mscoco_test2015.jsonl, test2015/
     pope/       llava_pope_test.jsonl, val2014/, coco/coco_pope_{adversarial,popular,random}.json
@@ -38,20 +39,30 @@ YES_NO = "Please answer yes or no."
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle"]
 POPE_CATEGORIES = ("adversarial", "popular", "random")
+IMAGE_MODES = ("P", "RGBA", "RGB")  # ScienceQA's and MMBench's pictures, in turn
 
 
-def picture(seed: int, size: tuple[int, int] = (24, 18)) -> Image.Image:
-    """A tiny deterministic picture: a coloured block on noise (not square, so padding is exercised)."""
+def picture(seed: int, size: tuple[int, int] = (24, 18), mode: str = "RGB") -> Image.Image:
+    """A tiny deterministic picture: a coloured block on noise (not square, so padding is exercised). In mode "P"
+    with a palette of 16 colours, in mode "RGBA" with its left half transparent (ScienceQA's PNGs are of both
+    kinds, and LLaVA pads them in their own mode)."""
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 80, (size[1], size[0], 3), dtype=np.uint8)
     pixels[4:12, 6:16] = rng.integers(0, 256, 3)
-    return Image.fromarray(pixels)
+    image = Image.fromarray(pixels)
+    if mode == "P":
+        return image.quantize(16)
+    if mode == "RGBA":
+        alpha = np.full((size[1], size[0]), 255, dtype=np.uint8)
+        alpha[:, :size[0] // 2] = 0
+        image.putalpha(Image.fromarray(alpha))
+    return image
 
 
-def save_picture(path: Path, seed: int) -> str:
+def save_picture(path: Path, seed: int, mode: str = "RGB") -> str:
     """Write a picture (format from the suffix); returns its file name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture(seed).save(path)
+    picture(seed, mode=mode).save(path)
     return path.name
 
 
@@ -117,8 +128,8 @@ def write_mme(eval_dir: Path, n: int) -> Path:
 
 
 def write_mmbench(eval_dir: Path, n: int) -> Path:
-    """n questions (the even ones with a hint, every third with two options only) and a circular copy of the
-    first, options rotated."""
+    """n questions (the even ones with a hint, every third with two options only; images in modes palette, RGBA
+    and RGB in turn) and a circular copy of the first, options rotated."""
     import pandas as pd
 
     rows = []
@@ -129,7 +140,8 @@ def write_mmbench(eval_dir: Path, n: int) -> Path:
         rows.append({"index": i, "question": question, "hint": "Look at the shapes." if i % 2 == 0 else None,
                      **{letter: (options[k] if k < len(options) else None) for k, letter in enumerate("ABCD")},
                      "answer": "ABCD"[options.index(answer)], "category": "attribute_recognition",
-                     "image": png_base64(i), "source": "tiny", "l2-category": "finegrained_perception",
+                     "image": png_base64(i, IMAGE_MODES[i % 3]), "source": "tiny",
+                     "l2-category": "finegrained_perception",
                      "comment": None, "split": "dev"})
     first = rows[0]
     rotated = [first[letter] for letter in "BCDA"]
@@ -141,30 +153,32 @@ def write_mmbench(eval_dir: Path, n: int) -> Path:
     return path
 
 
-def png_base64(seed: int) -> str:
+def png_base64(seed: int, mode: str = "RGB") -> str:
     """A picture as MMBench's tables hold it."""
     buffer = io.BytesIO()
-    picture(seed).save(buffer, format="PNG")
+    picture(seed, mode=mode).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def write_sqa(eval_dir: Path, n: int) -> Path:
-    """n test problems (the last one without an image) and one validation problem LLaVA's file leaves out."""
+    """n test problems in LLaVA's question file (the last one without an image; images in modes palette, RGBA and
+    RGB in turn), one test problem with an image that the file leaves out (an image question left unanswered) and
+    one validation problem."""
     root = eval_dir / "scienceqa"
     problems, questions = {}, []
-    for i in range(n + 1):
+    for i in range(n + 2):
         pid = str(i + 1)
         question, answer = colour_question(i)
         choices = [answer, COLOURS[(i + 1) % 6], COLOURS[(i + 2) % 6]]
         random.Random(i).shuffle(choices)
-        has_image = i < n - 1 or n == 1
-        split = "test" if i < n else "val"
+        has_image = i < n - 1 or n == 1 or i == n + 1
+        split = "val" if i == n else "test"
         problems[pid] = {"question": question, "choices": choices, "answer": choices.index(answer),
                          "hint": "The shapes are drawn on a dark background.", "image": "image.png" if has_image
                          else None, "task": "closed choice", "grade": "grade2", "subject": "natural science",
                          "topic": "colors", "category": "Colors", "skill": "Identify colors", "lecture": "",
                          "solution": "", "split": split}
-        if split != "test":
+        if i >= n:
             continue
         options = " ".join(f"({letter}) {choice}" for letter, choice in zip("ABC", choices))
         value = f"Context: {problems[pid]['hint']}\nQuestion: {question}\nOptions: {options}"
@@ -172,7 +186,7 @@ def write_sqa(eval_dir: Path, n: int) -> Path:
                                               {"from": "gpt", "value": "ABC"[choices.index(answer)]}]}
         if has_image:
             entry["image"] = f"{pid}/image.png"
-            save_picture(root / "images" / "test" / pid / "image.png", i)
+            save_picture(root / "images" / "test" / pid / "image.png", i, IMAGE_MODES[i % 3])
         questions.append(entry)
     write_json(root / "problems.json", problems)
     write_json(root / "pid_splits.json", {split: [pid for pid, p in problems.items() if p["split"] == split]

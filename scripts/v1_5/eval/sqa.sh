@@ -1,5 +1,6 @@
 #!/bin/bash
-# ScienceQA (test split; SQA-IMG is the number reported): answers in chunks over the GPUs, merged, scored.
+# ScienceQA (test split; SQA-IMG is the number reported): answers in chunks over the GPUs, merged, scored
+# (LLaVA's IMG-Accuracy, and beside it a strict one that counts unanswered image questions wrong).
 #   CUDA_VISIBLE_DEVICES=0,1,2,3 twig_K=2 twig_T=3 bash scripts/v1_5/eval/sqa.sh -R 192
 # Reads $EVAL_DIR/scienceqa/llava_test_CQM-A.json, scienceqa/images/test/, scienceqa/problems.json and
 # scienceqa/pid_splits.json. Flags and environment: see common.sh.
