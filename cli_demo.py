@@ -76,12 +76,13 @@ def stats_line(out) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from twigvlm.inference.builder import check_device, default_device, load_pretrained_model
+    from twigvlm.inference.builder import check_budget, check_device, default_device, load_pretrained_model
     from twigvlm.inference.streaming import SpeculativeTextStreamer
     from twigvlm.mm_utils import load_image
 
     device = check_device(args.device or default_device())
     image = load_image(args.image_file)
+    check_budget(args.base_model, args.twig_block, args.twig_K, args.generation)
     print(f"loading {args.base_model} with twig {args.twig_block} on {device}...", file=sys.stderr)
     tokenizer, model, processor, _ = load_pretrained_model(
         args.base_model, device=device, torch_type=args.dtype, attn_implementation=args.attn_implementation,

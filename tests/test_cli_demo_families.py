@@ -65,3 +65,14 @@ def test_cuda_on_a_machine_without_it_is_one_line(qwen_hub_dir, qwen_twig, image
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no CUDA GPU that PyTorch can use" in result.stderr and "--device cpu" in result.stderr
+
+
+@pytest.mark.needs_world
+@pytest.mark.parametrize("R, fix", [("10", "a twig grown at a smaller K"), ("41", "a twig grown at a smaller K"),
+                                    ("1000", "use -R all")])
+def test_an_R_outside_the_models_range_is_one_line_before_the_model_loads(R, fix):
+    # issue 25: -R 10 failed after loading; -R 41 (too small) got the hint for a too large R
+    result = run_demo("-R", R, "--question", "How many shapes are there?")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "loading" not in result.stderr
+    assert f"R={R} visual tokens per layer is out of range" in result.stderr and "(48, 432]" in result.stderr
+    assert fix in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -190,3 +192,56 @@ def test_a_qwen_script_answers_with_a_retain_ratio_in_qwens_chat_format(workdir,
     for answer in answers:
         kept = answer["metadata"]["visual_tokens_kept"]
         assert kept["layers_0_2"] == 6 and kept["layers_2_6"] == 3 and answer["metadata"]["R"] == 3.0
+
+
+def chunk_files(workdir: Path, experiment: str) -> list[Path]:
+    return sorted((workdir / "playground" / "data" / "eval" / "pope" / "answers" / experiment).glob("2_*.jsonl"))
+
+
+def test_an_impossible_R_is_one_line_and_leaves_nothing_that_claims_to_resume(workdir, env):
+    # issue 25: -R 10 failed after loading, left empty chunk files and said "the same command resumes"
+    result = run_script("pope", "-R", "10", cwd=workdir, env={**env, "EXPERIMENT": "too-small-R"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "R=10 visual tokens per layer is out of range" in result.stderr and "(144, 432]" in result.stderr
+    assert "no answers written" in result.stderr and "resumes" not in result.stderr
+    assert chunk_files(workdir, "too-small-R") == []
+
+
+def test_sigterm_stops_every_chunk_between_answers_and_the_same_command_resumes(workdir, env):
+    # issue 25: SIGTERM (timeout, schedulers) left the generators running, still writing answers
+    run_env = {**env, "EXPERIMENT": "stopped", "OMP_NUM_THREADS": "1"}
+    command = ["bash", str(SCRIPTS / "pope.sh"), "--no-prune", "-s", "autoregressive", "--", "--max_new_tokens",
+               "48"]
+    script = subprocess.Popen(command, cwd=workdir, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 300
+    while not any(path.stat().st_size for path in chunk_files(workdir, "stopped")):
+        assert script.poll() is None and time.monotonic() < deadline, "no answer before the deadline"
+        time.sleep(0.05)
+    script.send_signal(signal.SIGTERM)
+    _, stderr = script.communicate(timeout=120)
+    assert script.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted: the same command resumes" in stderr
+    assert not generators_running("stopped"), "a generator outlived the script"
+    answered = [json.loads(line) for path in chunk_files(workdir, "stopped")
+                for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    assert sum(len(path.read_text().splitlines()) for path in chunk_files(workdir, "stopped")) == len(answered)
+    assert 0 < len(answered) < 9
+
+    result = subprocess.run(command, cwd=workdir, env=run_env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stderr
+    _, answers = merged_answers(result, workdir)
+    assert len(answers) == 9 and len({a["question_id"] for a in answers}) == 9
+    assert {a["answer_id"] for a in answered} <= {a["answer_id"] for a in answers}  # kept, not answered again
+
+
+def generators_running(experiment: str) -> bool:
+    """Whether a process whose command line names the experiment's answer files is still alive."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"/{experiment}/2_".encode() in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False

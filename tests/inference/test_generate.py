@@ -113,3 +113,13 @@ def test_streaming_prints_accepted_drafts_in_green_and_the_same_text(with_twig, 
     assert printed.replace(GREEN, "").replace("\033[0m", "").rstrip("\n") == \
         tokenizer.decode(cont.predicted_tokens[0], skip_special_tokens=True)
     assert cont.num_accepted == 0 or GREEN in printed
+
+
+def test_a_prompt_longer_than_the_context_is_refused_by_name(with_twig, make_prompt, pixel_values):
+    # issue 25: it gave a silent empty answer with nonsense statistics
+    ids = make_prompt("What is in the image?")
+    filler = torch.full((1, 4096 - 576), int(ids[0, 1]))  # with the 576 visual tokens, past the context of 4096
+    long_ids = torch.cat([ids[:, :1], filler, ids[:, 1:]], dim=1)
+    with pytest.raises(ValueError, match=r"the prompt is 4\d{3} tokens \(visual tokens included\).* context of 4096"):
+        with_twig.generate(long_ids, images=pixel_values[:1], max_new_tokens=4,
+                           twigvlm_config={"pruning": "twig", "attention_rank": 192})

@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import uuid
 from collections import Counter
@@ -44,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN
-from twigvlm.inference.builder import DTYPES, load_pretrained_model
+from twigvlm.inference.builder import DTYPES, check_budget, load_pretrained_model
 from twigvlm.inference.options import add_generation_arguments, generation_config
 from twigvlm.inference.pruning import PruningError
 from twigvlm.mm_utils import get_model_name_from_path, load_image
@@ -281,6 +282,7 @@ def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[An
                Iterable[Sample]]) -> Path:
     """Answer this chunk's entries into --answers-file, skipping those an earlier run answered."""
     samples = [s for entry in get_chunk(entries, args.num_chunks, args.chunk_idx) for s in to_samples(entry, args)]
+    check_budget(args.model_path, args.twig, args.twig_K, args.generation)
     answers_file = Path(args.answers_file).expanduser()
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     done = keep_or_restart(answers_file, read_done_answers(answers_file), run_record(args))
@@ -291,17 +293,35 @@ def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[An
     if not todo:
         answers_file.touch()
         return answers_file
-    tokenizer, model, chat, model_name = load_model(args)
-    dataset = SampleDataset(todo, chat)
-    workers = min(args.num_workers, os.cpu_count() or 1)
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item)
-    with open(answers_file, "a", encoding="utf-8") as out:
-        progress = tqdm(zip(todo, loader), total=len(samples), initial=len(samples) - len(todo))
-        for sample, inputs in progress:
-            text, metadata = generate_answer(model, tokenizer, chat, inputs, args)
-            out.write(answer_line(sample, text, model_name, metadata))
-            out.flush()
+    try:
+        tokenizer, model, chat, model_name = load_model(args)
+        dataset = SampleDataset(todo, chat)
+        workers = min(args.num_workers, os.cpu_count() or 1)
+        loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item)
+        with open(answers_file, "a", encoding="utf-8") as out:
+            progress = tqdm(zip(todo, loader), total=len(samples), initial=len(samples) - len(todo))
+            for sample, inputs in progress:
+                text, metadata = generate_answer(model, tokenizer, chat, inputs, args)
+                out.write(answer_line(sample, text, model_name, metadata))  # whole lines: a signal lands between
+                out.flush()
+    except Exception:
+        if not done and (not answers_file.exists() or answers_file.stat().st_size == 0):
+            forget_run(answers_file)  # nothing answered: leave nothing that looks like a run to resume
+        raise
     return answers_file
+
+
+def forget_run(answers_file: Path) -> None:
+    """Remove an answers file and its run record."""
+    answers_file.unlink(missing_ok=True)
+    answers_file.with_name(answers_file.name + ".run.json").unlink(missing_ok=True)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (timeout, job schedulers) stops a generator as Ctrl-C does: between two answer lines."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions: Callable[[Path], list],
@@ -309,7 +329,16 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions:
     """A generator's main: parse the flags, then answer; a user error ends with its message, not a traceback."""
     args = parser.parse_args(argv)
     resolve_twig_flags(args, parser)
+    stop_on_sigterm()
     try:
         return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
     except (PruningError, CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second signal (the script's, after Ctrl-C's) changes nothing
+            signal.signal(stop, signal.SIG_IGN)
+        answers = Path(args.answers_file).expanduser()
+        kept = len(read_done_answers(answers))
+        print(f"\ninterrupted: {kept} complete answers in {answers}; the same command resumes from there",
+              file=sys.stderr)
+        raise SystemExit(130) from None

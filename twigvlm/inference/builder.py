@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
-from twigvlm.inference.generate import TwigVLM
-from twigvlm.model.auto import load_vlm
-from twigvlm.model.twig import Twig
+from twigvlm.inference.generate import FASTV_K, TwigVLM
+from twigvlm.inference.options import TwigVLMConfig
+from twigvlm.inference.pruning import PruningPlan
+from twigvlm.model.auto import family_of, load_vlm, resolve_model_path
+from twigvlm.model.twig import TWIG_CONFIG_NAME, Twig, TwigConfig
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +81,24 @@ def load_pretrained_model(model_path: str | Path, model_base: str | None = None,
         log.info("grew a twig (K=%d, T=%d) from %s", model.twig.K, model.twig.T, twig)
     context = LLAVA_CONTEXT_LENGTH if base.family == "llava" else base.config.max_position_embeddings
     return tokenizer, model, processor, context
+
+
+def check_budget(model_path: str | Path, twig: str | Path | None, twig_K: int | None,
+                 generation: TwigVLMConfig) -> None:
+    """Refuse an impossible -R / --retain-ratio from the checkpoints' configs alone, before any weights are read
+    (PruningError naming the valid range). A budget in visual tokens on a family whose images differ in V is
+    checked per image, when it is known."""
+    if generation.pruning == "none":
+        return
+    folder = resolve_model_path(model_path)
+    N, V = family_of(folder).read_layout(folder)
+    if twig is not None and generation.needs_twig:
+        recorded = (Path(twig) / TWIG_CONFIG_NAME).is_file()
+        K = TwigConfig.load(Path(twig)).K if recorded else twig_K or FASTV_K  # the public format records no K
+    else:
+        K = generation.K or FASTV_K
+    plan = PruningPlan(generation.pruning, generation.R, generation.retain_ratio, generation.finalwipe_layer)
+    groups = plan.groups(N, K)
+    if V is not None or plan.retain_ratio is not None:
+        plan.rank(groups, V or 1000)  # a share's range does not depend on V
+

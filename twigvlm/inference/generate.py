@@ -129,12 +129,11 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     config = (TwigVLMConfig.from_dict(twigvlm_config, has_twig=twig is not None) if twigvlm_config is not None
               else TwigVLMConfig(generation_strategy="autoregressive"))
-    needs_twig = config.pruning == "twig" or config.generation_strategy == "self_speculative"
-    if needs_twig and twig is None:
+    if config.needs_twig and twig is None:
         raise ValueError(f"{config.generation_strategy} decoding with pruning '{config.pruning}' needs a twig: load "
                          f"one (load_pretrained_model(..., twig=PATH)), or use generation_strategy 'autoregressive' "
                          f"with pruning 'fastv' or 'none'")
-    twig = twig if needs_twig else None
+    twig = twig if config.needs_twig else None
     if twig is not None and config.K is not None and config.K != twig.K:
         raise ValueError(f"twigvlm_config K={config.K} contradicts the twig, grown at K={twig.K}: drop K (it is the "
                          f"twig's)")

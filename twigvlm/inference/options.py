@@ -52,6 +52,11 @@ class TwigVLMConfig:
             raise ValueError(f"generation_strategy must be one of {list(STRATEGIES)}, not '{strategy}'")
         return cls(generation_strategy=strategy, pruning=pruning, R=R if pruning != "none" else None, **raw)
 
+    @property
+    def needs_twig(self) -> bool:
+        """Twig pruning and every speculative strategy draft or rank with the twig."""
+        return self.pruning == "twig" or self.generation_strategy != "autoregressive"
+
     def to_dict(self) -> dict[str, Any]:
         """The `twigvlm_config` dict that gives this config back."""
         out = {"generation_strategy": self.generation_strategy, "pruning": self.pruning}

@@ -37,10 +37,12 @@ def keep_count(R: float, N: int, K: int, F: int, V: int) -> int:
         raise PruningError(f"need 0 < K < finalwipe_layer F <= N, got K={K}, F={F}, N={N}")
     low, high = K * V / N, F * V / N
     if not low < R <= high:
+        fix = ("to keep every token use -R all (pruning 'none') instead" if R > high else
+               f"a smaller budget needs a twig grown at a smaller K (layers [0,K) alone average {low:g})")
         raise PruningError(
             f"R={R:g} visual tokens per layer is out of range: with K={K}, final wipe at F={F}, N={N} layers and "
             f"V={V} visual tokens, R must be in ({low:g}, {high:g}] (layers [0,K) always see all {V}, layers "
-            f"[F,N) none); to keep every token use -R all (pruning 'none') instead of a large R")
+            f"[F,N) none); {fix}")
     return math.ceil((N * R - K * V) / (F - K) - 1e-9)  # an R that is an achieved average keeps exactly its rank
 
 

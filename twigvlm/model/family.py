@@ -114,6 +114,12 @@ class VisionLanguageModel(nn.Module, abc.ABC):
                         attn_implementation: str = "sdpa", **options: Any) -> tuple["VisionLanguageModel", Any, Any]:
         """(model in eval mode and frozen, tokenizer, processor) from a checkpoint folder."""
 
+    @classmethod
+    @abc.abstractmethod
+    def read_layout(cls, folder: Path) -> tuple[int, int | None]:
+        """(decoder layers N, visual tokens per image V, or None where images differ) from the configs alone: what
+        a visual-token budget is checked against before any weights are read."""
+
     @abc.abstractmethod
     def chat_format(self, tokenizer: Any, processor: Any, conv_mode: str | None = None, **options: Any) -> ChatFormat:
         """This family's prompts, written with `tokenizer` and `processor` as `from_pretrained` returned them;

@@ -334,6 +334,11 @@ class LlavaLlamaForCausalLM(VisionLanguageModel):
                 or (raw_config.get("model_type") == "llava" and "text_config" in raw_config))
 
     @classmethod
+    def read_layout(cls, folder: Path) -> tuple[int, int | None]:
+        config = LlavaConfig.from_pretrained(folder)
+        return config.num_hidden_layers, config.num_visual_tokens
+
+    @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
                         vision_tower: str | None = None, **unused: Any) -> tuple["LlavaLlamaForCausalLM", Any, Any]:

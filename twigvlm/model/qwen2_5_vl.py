@@ -279,6 +279,10 @@ class Qwen2_5_VLForConditionalGeneration(VisionLanguageModel):
             a in ARCHITECTURES for a in raw_config.get("architectures") or ())
 
     @classmethod
+    def read_layout(cls, folder: Path) -> tuple[int, int | None]:
+        return Qwen2_5_VLConfig.from_pretrained(folder).num_hidden_layers, None  # V follows each image's size
+
+    @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
                         **unused: Any) -> tuple["Qwen2_5_VLForConditionalGeneration", Any, Any]:

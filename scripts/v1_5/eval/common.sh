@@ -157,19 +157,24 @@ generate_answers() {
     elif [[ $R != all ]]; then model_args+=(--retained_tokens "$R"); fi
     if needs_twig; then model_args+=(--twig "$TWIG_PATH"); fi
     local pids=() failed=0
+    # a signal stops every chunk between two answer lines; what they answered stays for the next run
+    trap '((${#pids[@]})) && kill -TERM "${pids[@]}" 2> /dev/null; wait; echo "interrupted: the same command resumes" \
+        "from the answers in $chunk_dir" >&2; exit 130' INT TERM
     for idx in $(seq 0 $((CHUNKS - 1))); do
         run_chunk "$idx" "$PYTHON" -m "twigvlm.eval.$module" "$@" "${model_args[@]}" \
             --answers-file "$chunk_dir/${CHUNKS}_${idx}.jsonl" --num-chunks "$CHUNKS" --chunk-idx "$idx" \
             "${GEN_ARGS[@]}" &
         pids+=($!)
     done
-    trap 'kill "${pids[@]}" 2> /dev/null; exit 130' INT TERM
     for idx in "${!pids[@]}"; do
         wait "${pids[$idx]}" || { echo "error: chunk $idx of $CHUNKS failed" >&2; failed=1; }
     done
     trap - INT TERM
-    ((failed == 0)) || die "answers incomplete in $chunk_dir (see the errors above); the same command resumes" \
-        "where the chunks stopped"
+    if ((failed)); then
+        compgen -G "$chunk_dir/${CHUNKS}_*.jsonl" > /dev/null || die "no answers written (see the errors above)"
+        die "answers incomplete in $chunk_dir (see the errors above); once fixed, the same command resumes where" \
+            "the chunks stopped"
+    fi
     : > "$merged"
     for idx in $(seq 0 $((CHUNKS - 1))); do cat "$chunk_dir/${CHUNKS}_${idx}.jsonl" >> "$merged"; done
     echo "$(wc -l < "$merged") answers in $merged"
@@ -179,9 +184,10 @@ generate_answers() {
 run_chunk() {
     local idx=$1
     shift
+    # exec: the background job IS the generator, so that a signal to it reaches the generator itself
     if ((${#GPULIST[@]})); then
-        CUDA_VISIBLE_DEVICES=${GPULIST[$((idx % ${#GPULIST[@]}))]} "$@"
+        CUDA_VISIBLE_DEVICES=${GPULIST[$((idx % ${#GPULIST[@]}))]} exec "$@"
     else
-        OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / CHUNKS > 0 ? $(nproc) / CHUNKS : 1 ))} "$@"
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / CHUNKS > 0 ? $(nproc) / CHUNKS : 1 ))} exec "$@"
     fi
 }
