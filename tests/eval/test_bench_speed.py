@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from twigvlm.eval.bench_speed import OpCounter
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +42,25 @@ def test_self_speculative_runs_report_acceptance_and_match_autoregressive(result
             assert run["same_output_as_autoregressive"] is True
         else:
             assert run["acceptance_rate"] is None and run["same_output_as_autoregressive"] is None
+
+
+def test_every_run_counts_the_aten_ops_and_host_syncs_of_its_decoding(result):
+    runs = {(run["strategy"], run["pruning"]): run for run in result["runs"] if run["strategy"] != "transformers"}
+    for run in runs.values():
+        # 24 decoder layers, each at least its 2 norms, 7 projections and an attention
+        assert run["aten_ops_per_token"] > 24 * 10 and run["host_syncs_per_token"] >= 0
+    ar, pruned = runs["autoregressive", "none"], runs["autoregressive", "twig"]
+    assert ar["host_syncs_per_token"] >= 1  # each new token is read back to decide whether to stop
+    assert ar["aten_ops_per_token"] == pruned["aten_ops_per_token"]  # a decoding step is the same ops, pruned or not
+
+
+def test_the_op_counter_counts_each_dispatched_op_and_each_read_back():
+    x = torch.ones(3)
+    with OpCounter() as counter:
+        y = (x + 1).sum()  # add, sum
+        float(y)  # _local_scalar_dense: a host sync
+        x.nonzero()  # a data-dependent shape: a host sync
+    assert (counter.ops, counter.syncs) == (4, 2)
 
 
 def test_pruned_runs_keep_R_visual_tokens_per_layer_on_average(result):

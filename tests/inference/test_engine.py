@@ -213,3 +213,16 @@ def test_qwen_pruned_cached_forward_equals_the_slow_reference_with_3d_positions(
         assert torch.equal(prefill.kept_visual, want_kept)
         assert prefill.visual_tokens["average"] == pytest.approx(ratio * len(embedded.visual_mask()[0].nonzero()),
                                                                  abs=(6 - 2) / 8)
+
+
+def test_the_h_k_stream_grows_past_twice_its_capacity(deep_model, make_prompt, pixel_values):
+    """An under-estimated capacity is grown as often and as far as needed, keeping every row already stored."""
+    engine = Engine(deep_model, None, PruningPlan(), capacity=4)
+    inputs = deep_model.embed_multimodal(make_prompt("What is in the image?"), images=pixel_values[:1])
+    engine.prefill(inputs)  # hundreds of rows into a stream made for 4
+    P = inputs.embeds.shape[1]
+    stored = engine.h_k[:, :P].clone()
+    n = 3 * engine.h_k.shape[1]  # more than doubling again
+    engine.extend(torch.arange(n) % 50 + 3)
+    assert engine.length == P + n and engine.h_k.shape[1] >= P + n
+    assert torch.equal(engine.h_k[:, :P], stored)

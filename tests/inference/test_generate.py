@@ -68,6 +68,28 @@ def test_an_impossible_R_is_reported_with_the_valid_range(with_twig, make_prompt
                            twigvlm_config={"enable_pruning": True, "attention_rank": 64})
 
 
+@pytest.mark.parametrize("config", [{"pruning": "twig", "attention_rank": 300}, {"pruning": "fastv", "attention_rank": 300},
+                                    {"pruning": "none"}])
+def test_a_final_wipe_beyond_the_models_depth_is_reported_with_the_valid_range(with_twig, make_prompt, pixel_values,
+                                                                               config):
+    with pytest.raises(ValueError, match=r"finalwipe_layer F <= N, got K=2, F=12, N=8"):
+        with_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,
+                           twigvlm_config={**config, "finalwipe_layer": 12, "generation_strategy": "self_speculative"})
+
+
+@pytest.mark.parametrize("strategy", ["autoregressive", "self_speculative"])
+@pytest.mark.parametrize("pruning", ["none", "twig"])
+def test_greedy_decoding_leaves_torchs_global_random_state_untouched(with_twig, make_prompt, pixel_values, strategy,
+                                                                      pruning):
+    budget = {"attention_rank": 300} if pruning != "none" else {}
+    before = torch.get_rng_state()
+    with_twig.generate(make_prompt("Describe the colors of the shapes in detail."), images=pixel_values[:1],
+                       max_new_tokens=12, eos_token_id=-1,
+                       twigvlm_config={"generation_strategy": strategy, "pruning": pruning, "draft_threshold": 0.0,
+                                       **budget})
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_speculative_decoding_without_a_twig_is_refused(without_twig, make_prompt, pixel_values):
     with pytest.raises(ValueError, match="needs a twig"):
         without_twig.generate(make_prompt("What is in the image?"), images=pixel_values[:1], max_new_tokens=2,

@@ -11,6 +11,9 @@ Setups (the same prompts, after a warm-up): autoregressive without pruning, auto
 self-speculative with TTP at R, self-speculative without pruning, interleaved (each prompt goes through every setup
 in turn, --repeats times) so that their ratios are measured side by side; then transformers' own `generate` on the
 same weights (its class for the family) as the reference for the unpruned autoregressive path.
+Besides speed, each setup's decoding phase is counted once, on the first prompt, under a dispatch hook (`OpCounter`):
+aten ops and host syncs (values read back to the host) per generated token. Counts do not depend on the machine's
+load; on a GPU at batch 1 each op is a kernel launch and each sync stalls the queue.
 With random weights, answers are meaningless and acceptance rates low: use them for kernel speed only.
 """
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
@@ -54,6 +58,25 @@ class Run:
     visual_tokens_average: float | None
     same_output_as_autoregressive: bool | None = None  # SSD runs: greedy tokens equal AR's with the same pruning
     speedup: float | None = None  # decoding tokens/s over AR without pruning's, median of paired generations
+    aten_ops_per_token: float | None = None  # aten ops of the decoding phase / tokens generated (first prompt)
+    host_syncs_per_token: float | None = None  # of those ops, the ones that read a value back to the host
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops run while active, and among them the host syncs: ops whose result the host must wait
+    for (`.item()`, `int(t)`, `float(t)`, data-dependent shapes)."""
+
+    SYNCS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+             torch.ops.aten.masked_select.default, torch.ops.aten.is_nonzero.default, torch.ops.aten.equal.default}
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.syncs = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.syncs += func in self.SYNCS
+        return func(*args, **(kwargs or {}))
 
 
 SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
@@ -148,12 +171,20 @@ def real_prompts(chat, args: argparse.Namespace) -> list[Prompt]:
 
 
 def generation_fn(model: TwigVLM, strategy: str, pruning: str, stop: list[int],
-                  args: argparse.Namespace) -> Callable[[Prompt], Any]:
+                  args: argparse.Namespace) -> Callable[..., Any]:
     budget = {"attention_rank": args.retained_tokens, "retain_ratio": args.retain_ratio} if pruning != "none" else {}
     config = TwigVLMConfig.from_dict({"generation_strategy": strategy, "pruning": pruning, **budget},
                                      has_twig=True).to_dict()
-    return lambda prompt: model.generate(**prompt, max_new_tokens=args.max_new_tokens,
-                                         eos_token_id=-1 if args.ignore_eos else stop, twigvlm_config=config)
+    return lambda prompt, **kw: model.generate(**prompt, max_new_tokens=args.max_new_tokens,
+                                               eos_token_id=-1 if args.ignore_eos else stop, twigvlm_config=config,
+                                               **kw)
+
+
+def count_ops(generate: Callable[..., Any], prompt: Prompt) -> tuple[float, float]:
+    """(aten ops, host syncs) per generated token of one generation's decoding phase."""
+    counter = OpCounter()
+    tokens = generate(prompt, decode_context=counter).num_tokens_generated
+    return counter.ops / tokens, counter.syncs / tokens
 
 
 def interleaved_outputs(model: TwigVLM, prompts: list[Prompt], stop: list[int],
@@ -197,8 +228,10 @@ def measure_setups(model: TwigVLM, prompts: list[Prompt], stop: list[int], args:
     runs = []
     for strategy, pruning in SETUPS:
         run = summarize(strategy, pruning, outputs[strategy, pruning], outputs[SETUPS[0]])
-        if strategy == "self_speculative":
+        if strategy != "autoregressive":
             run.same_output_as_autoregressive = tokens[strategy, pruning] == tokens["autoregressive", pruning]
+        run.aten_ops_per_token, run.host_syncs_per_token = count_ops(
+            generation_fn(model, strategy, pruning, stop, args), prompts[0])
         runs.append(run)
     return runs
 
@@ -242,7 +275,7 @@ def _now(device: str) -> float:
 
 def table(runs: list[Run]) -> str:
     head = (f"{'strategy':<17} {'pruning':<7} {'R':>5} {'tok/s':>8} {'x AR':>6} {'prefill s':>9} "
-            f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9} {'= AR':>4}")
+            f"{'accept':>7} {'tok/step':>8} {'vis/layer':>9} {'= AR':>4} {'ops/tok':>7} {'sync/tok':>8}")
     lines = [head, "-" * len(head)]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in runs:
@@ -250,7 +283,8 @@ def table(runs: list[Run]) -> str:
                      f"{r.speedup:>6.2f} {r.prefill_seconds:>9.4f} "
                      f"{fmt(r.acceptance_rate, '.2f'):>7} {fmt(r.mean_accepted_length, '.2f'):>8} "
                      f"{fmt(r.visual_tokens_average, '.1f'):>9} "
-                     f"{'-' if r.same_output_as_autoregressive is None else 'yes' if r.same_output_as_autoregressive else 'NO':>4}")
+                     f"{'-' if r.same_output_as_autoregressive is None else 'yes' if r.same_output_as_autoregressive else 'NO':>4} "
+                     f"{fmt(r.aten_ops_per_token, '.0f'):>7} {fmt(r.host_syncs_per_token, '.2f'):>8}")
     return "\n".join(lines)
 
 

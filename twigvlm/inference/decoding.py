@@ -74,7 +74,7 @@ def self_speculative(engine: Engine, first_logits: Tensor, cfg: DecodeConfig, rn
         room = cfg.max_new_tokens - len(tokens) - 1  # the verify step always adds one token of its own
         drafts, q = draft_tokens(engine, min(cfg.num_speculations, room), cfg, rng)
         p = probabilities(engine.target_logits(), cfg.sampling)  # [n+1, V]: after the last token and each draft
-        m, token = accept_drafts(torch.tensor(drafts, device=device, dtype=torch.long), q, p, rng)
+        m, token = accept_drafts(torch.tensor(drafts, device=device, dtype=torch.long), q, p, rng, cfg.sampling.greedy)
         engine.rollback(start + 1 + m)
         stats.drafted, stats.accepted = stats.drafted + len(drafts), stats.accepted + m
         stats.verify_steps += 1

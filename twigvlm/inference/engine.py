@@ -58,6 +58,8 @@ class Engine:
         self.model, self.twig, self.plan = model, twig, plan
         self.N = cfg.num_hidden_layers
         self.K = twig.K if twig is not None else K
+        if plan.F is not None:  # checked even without pruning: an F beyond the depth is the user's error to see
+            plan.groups(self.N, self.K)
         self.groups = plan.groups(self.N, self.K) if plan.active else LayerGroups(self.N, self.K, self.N)
         self.F = self.groups.F
         cache = lambda n: KVCache(n, cfg.num_key_value_heads, cfg.attn_head_dim, capacity,  # noqa: E731

@@ -13,6 +13,7 @@ ids [1, n], as LLaVA's generate; Qwen2.5-VL: prompt and new ids [1, P + n]); wit
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,7 +114,9 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
              top_p: float | None = None, top_k: int | None = None, max_new_tokens: int = 512,
              eos_token_id: int | list[int] | None = None, streamer: Any = None,
              twigvlm_config: dict[str, Any] | None = None, num_beams: int = 1,
-             generator: torch.Generator | None = None, **kwargs: Any) -> Tensor | GenerationOutput:
+             generator: torch.Generator | None = None, decode_context: AbstractContextManager | None = None,
+             **kwargs: Any) -> Tensor | GenerationOutput:
+    """`decode_context`, when given, is entered around the decoding phase only (after prefill), e.g. an op counter."""
     image_inputs = model.image_inputs(kwargs)
     unsupported = set(kwargs) - set(image_inputs) - _IGNORED_KWARGS
     if unsupported:
@@ -160,7 +163,8 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
     stop_ids = eos_token_id if eos_token_id is not None else model.config.eos_token_id
     stop_ids = frozenset([stop_ids] if isinstance(stop_ids, int) else stop_ids or [])
     decode = DecodeConfig(max_new_tokens, stop_ids, sampling, config.num_speculations, config.draft_threshold)
-    tokens, stats = STRATEGIES[config.generation_strategy](engine, prefill.target_logits, decode, rng, emit)
+    with decode_context or nullcontext():
+        tokens, stats = STRATEGIES[config.generation_strategy](engine, prefill.target_logits, decode, rng, emit)
     decoding_time = clock.lap()
     if streamer is not None:
         streamer.end()

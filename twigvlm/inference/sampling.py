@@ -51,9 +51,25 @@ def probabilities(logits: Tensor, sampling: Sampling) -> Tensor:
     return logits.softmax(dim=-1)
 
 
-def draw(probs: Tensor, rng: torch.Generator | None) -> Tensor:
-    """One token per row of probs [n, V] -> [n]."""
+def draw(probs: Tensor, rng: torch.Generator | None, greedy: bool = False) -> Tensor:
+    """One token per row of probs [n, V] -> [n]. Greedy distributions are one-hot: their argmax is the draw, and no
+    random number is used (greedy decoding never touches any generator, torch's global one included)."""
+    if greedy:
+        return probs.argmax(dim=-1)
     return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+
+
+def uniform(n: int, rng: torch.Generator | None, greedy: bool, device: torch.device) -> Tensor:
+    """n numbers u in [0, 1) for acceptance tests u < p/q; 0 when greedy (one-hot p: accepted iff p = 1)."""
+    if greedy:
+        return torch.zeros(n, device=device)
+    return torch.rand(n, generator=rng, device=device)
+
+
+def residual(p: Tensor, q: Tensor) -> Tensor:
+    """Where to draw from after a rejection: norm(max(0, p - q)) over the last dimension."""
+    r = (p - q).clamp(min=0)
+    return r / r.sum(dim=-1, keepdim=True)
 
 
 def next_token(logits: Tensor, sampling: Sampling, rng: torch.Generator | None) -> Tensor:
@@ -63,16 +79,15 @@ def next_token(logits: Tensor, sampling: Sampling, rng: torch.Generator | None) 
     return draw(probabilities(logits, sampling), rng)
 
 
-def accept_drafts(drafts: Tensor, q: Tensor, p: Tensor, rng: torch.Generator | None) -> tuple[int, int]:
+def accept_drafts(drafts: Tensor, q: Tensor, p: Tensor, rng: torch.Generator | None,
+                  greedy: bool = False) -> tuple[int, int]:
     """Speculative acceptance. drafts [n] drawn from q [n, V]; p [n+1, V] the target's distributions at the
     same positions plus one more. Returns (number of drafts accepted m, the token that follows them)."""
     n = drafts.shape[0]
     rows = torch.arange(n, device=drafts.device)
     p_d, q_d = p[rows, drafts], q[rows, drafts]  # [n]
-    u = torch.rand(n, generator=rng, device=drafts.device)
-    accepted = (u * q_d < p_d).long()  # u < p/q, without dividing by a zero q
+    accepted = (uniform(n, rng, greedy, drafts.device) * q_d < p_d).long()  # u < p/q, without dividing by a zero q
     m = int(accepted.cumprod(dim=0).sum())
     if m == n:
-        return m, int(draw(p[n:n + 1], rng))
-    residual = (p[m] - q[m]).clamp(min=0)
-    return m, int(draw(residual[None] / residual.sum(), rng))
+        return m, int(draw(p[n:n + 1], rng, greedy))
+    return m, int(draw(residual(p[m], q[m])[None], rng, greedy))
