@@ -9,10 +9,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+
+def usable_cores() -> int:
+    """Cores this process may really use: its CPU affinity, capped by a cgroup CPU quota (containers often report
+    the host's cores while allowing two; a thread per reported core then makes every op wait on the others)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+# Before torch loads; subprocesses (demo, scripts, DeepSpeed ranks) inherit it. Never the network.
+THREADS = min(2, usable_cores())
+for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(name, str(THREADS))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from twigvlm.model.tiny import TinySpec, random_llava, write_clip
 from twigvlm.testing.checkpoints import fake_hf_cache, write_llava, write_llava_hf
@@ -23,7 +44,7 @@ WORLD_BASE = ROOT / "checkpoints" / "llava-shapes-tiny"  # the bundled tiny worl
 WORLD_TWIG = ROOT / "checkpoints" / "TwigVLM-shapes-tiny-K2-T3"
 DEMO_IMAGE = ROOT / "assets" / "shapes.png"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
 
 HUB_CLIP = "tiny-org/tiny-clip-vit-patch14-336"  # a hub name resolved through a fake Hugging Face cache
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -217,6 +218,18 @@ def test_two_chunks_answer_every_question_once(gqa_flags, eval_dir, tmp_path):
     ids = [a["question_id"] for k in range(2) for a in read_answers(tmp_path / f"2_{k}.jsonl")]
     assert ids == [q["question_id"] for q in read_answers(eval_dir / "gqa" / "llava_gqa_testdev_balanced.jsonl")]
 
+
+
+def test_a_generator_run_inside_a_program_gives_back_its_sigterm_handler(gqa_flags, tmp_path):
+    # a leaked SIGTERM -> KeyboardInterrupt handler turned a pool's clean shutdown into tracebacks in the caller
+    def own(signum, frame):
+        pass
+    before = signal.signal(signal.SIGTERM, own)
+    try:
+        model_vqa_loader.main(gqa_flags(tmp_path / "answers.jsonl"))
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 # --- resuming ----------------------------------------------------------------------------------------------------
 def test_a_rerun_keeps_the_answers_given_and_answers_only_the_rest(gqa_flags, tmp_path):

@@ -29,6 +29,7 @@ change), answers everything again instead of resuming.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -317,11 +318,17 @@ def forget_run(answers_file: Path) -> None:
     answers_file.with_name(answers_file.name + ".run.json").unlink(missing_ok=True)
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (timeout, job schedulers) stops a generator as Ctrl-C does: between two answer lines."""
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, job schedulers) stops a generator as Ctrl-C does: between two answer lines. The caller's
+    own handler comes back afterwards (a generator's main may run inside a larger program)."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions: Callable[[Path], list],
@@ -329,9 +336,9 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions:
     """A generator's main: parse the flags, then answer; a user error ends with its message, not a traceback."""
     args = parser.parse_args(argv)
     resolve_twig_flags(args, parser)
-    stop_on_sigterm()
     try:
-        return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
+        with sigterm_as_interrupt():
+            return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
     except (PruningError, CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
