@@ -1,5 +1,5 @@
 """TwigVLM as an lmms-eval model (`pip install -e ".[lmms]"`): registered as `twigvlm` through the entry point group
-`lmms_eval.models` (pyproject.toml), for both model families.
+`lmms_eval.models` (pyproject.toml, `twigvlm.eval.lmms_plugin`), for both model families.
 
     python -m lmms_eval --model twigvlm --model_args pretrained=PATH,twig=PATH,R=64,pruning=twig,strategy=self_speculative \\
         --tasks TASK [--include_path twigvlm/eval/lmms_tasks] [--batch_size 1]
@@ -27,10 +27,9 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from loguru import logger
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from lmms_eval.models.model_utils.gen_metrics import log_metrics
-from lmms_eval.models.registry_v2 import ModelManifest
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN
 from twigvlm.eval.answering import first_turn
@@ -38,12 +37,9 @@ from twigvlm.eval.speed import summarize
 from twigvlm.eval.table import format_table
 from twigvlm.inference.builder import check_budget, load_pretrained_model
 from twigvlm.inference.options import add_generation_arguments, generation_config
+from twigvlm.inference.pruning import PruningError
 from twigvlm.mm_utils import get_model_name_from_path
-
-
-def manifest() -> ModelManifest:
-    """What the `lmms_eval.models` entry point gives lmms-eval."""
-    return ModelManifest(model_id="twigvlm", simple_class_path=f"{__name__}.TwigVLMLmms")
+from twigvlm.model.family import CheckpointError
 
 
 class _ModelArgsParser(argparse.ArgumentParser):
@@ -66,14 +62,17 @@ class TwigVLMLmms(lmms):
             raise SystemExit(f"error: --batch_size {batch_size}: twigvlm decodes one sample at a time; use "
                              "--batch_size 1 (and accelerate launch for several GPUs)")
         self.generation = self._generation_config(twig, R, retain_ratio, pruning, strategy, twig_K)
-        check_budget(pretrained, twig, twig_K, self.generation)
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:  # data parallel: one GPU per process
             device = f"cuda:{self.accelerator.local_process_index}"
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
-        self.tokenizer, self.model, processor, _ = load_pretrained_model(
-            pretrained, device=device, torch_type=dtype, attn_implementation=attn_implementation, twig=twig,
-            twig_K=twig_K)
+        try:
+            check_budget(pretrained, twig, twig_K, self.generation)
+            self.tokenizer, self.model, processor, _ = load_pretrained_model(
+                pretrained, device=device, torch_type=dtype, attn_implementation=attn_implementation, twig=twig,
+                twig_K=twig_K)
+        except (PruningError, CheckpointError, FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
         self.chat = self.model.chat_format(self.tokenizer, processor, conv_mode)
         self.model_name = get_model_name_from_path(str(pretrained))
         self.speed: list[dict[str, Any]] = []  # each answer's statistics, this process
@@ -101,7 +100,7 @@ class TwigVLMLmms(lmms):
         return self.chat.generation_inputs(turns, images)
 
     # --- lmms-eval's interface -------------------------------------------------------------------------------------
-    def generate_until(self, requests: list[Instance]) -> list[str]:
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         answers = []
         for request in requests:
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
@@ -117,9 +116,10 @@ class TwigVLMLmms(lmms):
                 num_beams=int(gen_kwargs.get("num_beams") or 1), eos_token_id=self.chat.stop_token_ids,
                 twigvlm_config=self.generation.to_dict())
             text = self.tokenizer.batch_decode(output.predicted_tokens, skip_special_tokens=True)[0]
-            answers.append(cut_at_stop_strings(text, until).strip())
+            text = cut_at_stop_strings(text, until).strip()
+            answers.append(GenerationResult(text, TokenCounts(output_tokens=output.num_tokens_generated)))
             self._log_speed(output.metadata())
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answers[-1])
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         self._log_speed_summary()
         return answers
 
