@@ -63,8 +63,8 @@ class TwigVLMLmms(lmms):
                              "--batch_size 1 (and accelerate launch for several GPUs)")
         self.generation = self._generation_config(twig, R, retain_ratio, pruning, strategy, twig_K)
         self.accelerator = Accelerator()
-        if self.accelerator.num_processes > 1:  # data parallel: one GPU per process
-            device = f"cuda:{self.accelerator.local_process_index}"
+        if self.accelerator.num_processes > 1:  # data parallel: this process's GPU (cuda:<local rank>)
+            device = str(self.accelerator.device)
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         try:
             check_budget(pretrained, twig, twig_K, self.generation)
@@ -76,6 +76,11 @@ class TwigVLMLmms(lmms):
         self.chat = self.model.chat_format(self.tokenizer, processor, conv_mode)
         self.model_name = get_model_name_from_path(str(pretrained))
         self.speed: list[dict[str, Any]] = []  # each answer's statistics, this process
+
+    @property
+    def device(self) -> torch.device:
+        """Where this process's model runs (lmms-eval gathers its processes' results there)."""
+        return self.model.device
 
     @staticmethod
     def _generation_config(twig: str | None, R: Any, retain_ratio: Any, pruning: str | None, strategy: str | None,
