@@ -127,6 +127,16 @@ def test_model_args_that_cannot_run_are_one_line_before_any_model_loads(model_ar
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_shapes_task_without_its_data_says_how_to_write_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("shapes_task_utils", TASKS / "utils.py")
+    with pytest.raises(SystemExit, match="lacks playground/data/eval/shapes/llava_shapes_test.jsonl.*"
+                                         "python -m twigvlm.world.build --steps data"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 # --- end to end ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory) -> Path:

@@ -14,6 +14,19 @@ from twigvlm.world.eval_shapes import score
 SHAPES = Path("playground/data/eval/shapes")  # the yaml files' data_files are in this folder
 
 
+def require_data() -> None:
+    """One line naming what is missing and how to write it, instead of the datasets library's traceback."""
+    missing = [str(path) for path in (SHAPES / "llava_shapes_test.jsonl", SHAPES / "answers_gt.jsonl",
+                                      SHAPES / "images") if not path.exists()]
+    if missing:
+        raise SystemExit(f"error: the shapes tasks read {SHAPES} under the working directory ({Path.cwd()}), which "
+                         f"lacks {', '.join(missing)}: write them with python -m twigvlm.world.build --steps data, "
+                         f"or run lmms-eval from the folder holding playground/")
+
+
+require_data()  # lmms-eval imports this module when it loads a shapes task, before it reads the task's data
+
+
 def process_docs(dataset: Any) -> Any:
     """The questions, each with its reference answer from the answer key beside them."""
     key = {line["question_id"]: line["answer"] for line in read_jsonl(SHAPES / "answers_gt.jsonl")}
