@@ -36,7 +36,7 @@ from twigvlm.eval.answering import first_turn
 from twigvlm.eval.speed import summarize
 from twigvlm.eval.table import format_table
 from twigvlm.inference.builder import check_budget, load_pretrained_model
-from twigvlm.inference.options import add_generation_arguments, generation_config
+from twigvlm.inference.options import TwigVLMConfig, add_generation_arguments, generation_config
 from twigvlm.inference.pruning import PruningError
 from twigvlm.mm_utils import get_model_name_from_path
 from twigvlm.model.family import CheckpointError
@@ -84,7 +84,7 @@ class TwigVLMLmms(lmms):
 
     @staticmethod
     def _generation_config(twig: str | None, R: Any, retain_ratio: Any, pruning: str | None, strategy: str | None,
-                           twig_K: int | None):
+                           twig_K: int | None) -> TwigVLMConfig:
         """The answer generators' flags, checked by their own parser."""
         parser = _ModelArgsParser(prog="twigvlm")
         add_generation_arguments(parser)
@@ -113,13 +113,16 @@ class TwigVLMLmms(lmms):
             until = gen_kwargs.pop("until", None) or []
             until = [until] if isinstance(until, str) else list(until)
             temperature = float(gen_kwargs.get("temperature") or 0)
-            output = self.model.generate(
-                **self._inputs(context, doc_to_visual, doc_id, task, split),
-                do_sample=bool(gen_kwargs.get("do_sample", temperature > 0)) and temperature > 0,
-                temperature=temperature, top_p=gen_kwargs.get("top_p"),
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens") or 1024),
-                num_beams=int(gen_kwargs.get("num_beams") or 1), eos_token_id=self.chat.stop_token_ids,
-                twigvlm_config=self.generation.to_dict())
+            try:
+                output = self.model.generate(
+                    **self._inputs(context, doc_to_visual, doc_id, task, split),
+                    do_sample=bool(gen_kwargs.get("do_sample", temperature > 0)) and temperature > 0,
+                    temperature=temperature, top_p=gen_kwargs.get("top_p"),
+                    max_new_tokens=int(gen_kwargs.get("max_new_tokens") or 1024),
+                    num_beams=int(gen_kwargs.get("num_beams") or 1), eos_token_id=self.chat.stop_token_ids,
+                    twigvlm_config=self.generation.to_dict())
+            except PruningError as err:  # an R this image's visual tokens cannot give (Qwen: V differs per image)
+                raise SystemExit(f"error: {task} document {doc_id}: {err}") from None
             text = self.tokenizer.batch_decode(output.predicted_tokens, skip_special_tokens=True)[0]
             text = cut_at_stop_strings(text, until).strip()
             answers.append(GenerationResult(text, TokenCounts(output_tokens=output.num_tokens_generated)))
