@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN, SHORT_ANSWER_PROMPT
-from twigvlm.inference.options import add_generation_arguments, generation_config
+from twigvlm.inference.options import (ArgumentParser, add_generation_arguments, generation_config,
+                                       user_errors_in_one_line)
 
 HERE = Path(__file__).resolve().parent
 WORLD_BASE = HERE / "checkpoints" / "llava-shapes-tiny"  # the bundled tiny world (python -m twigvlm.world.build)
@@ -27,7 +27,7 @@ ROLES = ("USER", "ASSISTANT")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base-model", default=str(WORLD_BASE),
                    help="a LLaVA-1.5 or Qwen2.5-VL checkpoint folder, or a hub id in the local Hugging Face cache "
                         "(default: the bundled tiny world)")
@@ -139,10 +139,7 @@ def _ask(role: str) -> str | None:
 
 if __name__ == "__main__":
     try:
-        main()
+        with user_errors_in_one_line(ValueError, OSError):  # TWIGVLM_DEBUG=1 shows the traceback
+            main()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (ValueError, FileNotFoundError, OSError) as err:  # user errors: one line (TWIGVLM_DEBUG=1: traceback)
-        if os.environ.get("TWIGVLM_DEBUG"):
-            raise
-        sys.exit(f"error: {err}")

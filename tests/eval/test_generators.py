@@ -241,6 +241,24 @@ def test_a_user_error_is_one_line_before_the_model_loads_and_leaves_no_file(gqa_
     assert not (tmp_path / "answers").exists() or not list((tmp_path / "answers").iterdir())
 
 
+def test_a_hub_id_answers_from_the_local_hugging_face_cache_and_an_absent_one_is_one_line(gqa_flags, llava_dir,
+                                                                                         tmp_path, monkeypatch):
+    from twigvlm.testing.checkpoints import fake_hf_cache
+
+    fake_hf_cache(tmp_path / "cache", "liuhaotian/llava-v1.5-tiny", llava_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))  # HF_HUB_OFFLINE=1 for every test (conftest)
+    flags = gqa_flags(tmp_path / "gqa.jsonl")
+    flags[flags.index("--model-path") + 1] = "liuhaotian/llava-v1.5-tiny"
+    model_vqa_loader.main(flags)
+    assert len(read_answers(tmp_path / "gqa.jsonl")) == 3
+    flags[flags.index("--model-path") + 1] = "liuhaotian/llava-v1.5-absent"
+    with pytest.raises(SystemExit, match="^error: liuhaotian/llava-v1.5-absent is neither a local folder nor in the "
+                                         "local Hugging Face cache; download it once"):
+        model_vqa_loader.main(flags[:flags.index("--answers-file") + 1] + [str(tmp_path / "absent.jsonl")] +
+                              flags[flags.index("--answers-file") + 2:])
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
 def test_twigvlm_debug_shows_the_traceback_of_a_user_error(gqa_flags, tmp_path, monkeypatch):
     monkeypatch.setenv("TWIGVLM_DEBUG", "1")
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl: no such file"):
