@@ -161,9 +161,9 @@ def vqa_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
 
 
 # --- prompts and model inputs ------------------------------------------------------------------------------------
-def first_turn(question: str, has_image: bool) -> list[dict[str, str]]:
-    """The user's turn, the image (if any) first on a line of its own, as LLaVA's eval scripts write it."""
-    return [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{question}" if has_image else question}]
+def first_turn(question: str, images: int) -> list[dict[str, str]]:
+    """The user's turn, each of its images first on a line of its own, as LLaVA's eval scripts write one."""
+    return [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n" * images + question}]
 
 
 class SampleDataset:
@@ -179,7 +179,7 @@ class SampleDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = sample.image() if sample.image is not None else None
-        return self.chat.generation_inputs(first_turn(sample.question, image is not None),
+        return self.chat.generation_inputs(first_turn(sample.question, int(image is not None)),
                                            [image] if image is not None else [])
 
 
