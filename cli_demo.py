@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN, SHORT_ANSWER_PROMPT
-from twigvlm.inference.options import TwigVLMConfig, add_generation_arguments, generation_config
+from twigvlm.inference.options import (ArgumentParser, TwigVLMConfig, add_generation_arguments, generation_config,
+                                       user_errors_in_one_line)
 
 HERE = Path(__file__).resolve().parent
 WORLD_BASE = HERE / "checkpoints" / "llava-shapes-tiny"  # the bundled tiny world (python -m twigvlm.world.build)
@@ -51,7 +52,7 @@ def check_model_arguments(args: argparse.Namespace, p: argparse.ArgumentParser) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--image-file", default=str(DEMO_IMAGE), help="an image path or http(s) URL")
     p.add_argument("--question", default=None, help="ask this one question and exit (no chat loop)")
@@ -204,10 +205,7 @@ def _ask(role: str) -> str | None:
 
 if __name__ == "__main__":
     try:
-        main()
+        with user_errors_in_one_line(ValueError, OSError):  # TWIGVLM_DEBUG=1 shows the traceback
+            main()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (ValueError, FileNotFoundError, OSError) as err:  # user errors: one line (TWIGVLM_DEBUG=1: traceback)
-        if os.environ.get("TWIGVLM_DEBUG"):
-            raise
-        sys.exit(f"error: {err}")

@@ -18,7 +18,8 @@ import threading
 from typing import Any, Iterator
 
 from cli_demo import DEMO_IMAGE, WORLD_BASE, Conversation, add_model_arguments, check_model_arguments, load_model
-from twigvlm.inference.options import METHODS, STRATEGIES, TwigVLMConfig, budget
+from twigvlm.inference.options import (METHODS, STRATEGIES, ArgumentParser, TwigVLMConfig, budget,
+                                       user_errors_in_one_line)
 
 QUESTION = "What color is the shape in the center?"
 DRAFT_COLOUR = "#15803d"  # accepted drafts (green)
@@ -26,7 +27,7 @@ CSS = "#transcript .draft {font-weight: 600} #status .error {color: #b91c1c}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     try:
-        main()
+        with user_errors_in_one_line(ValueError, OSError):  # TWIGVLM_DEBUG=1 shows the traceback
+            main()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (ValueError, FileNotFoundError, OSError) as err:  # user errors: one line
-        sys.exit(f"error: {err}")

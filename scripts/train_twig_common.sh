@@ -23,6 +23,17 @@ fi
     "instruction data), or set DATA_PATH=/path/to/data.json"
 [ -d "$IMAGE_FOLDER" ] || fail "no image folder at $IMAGE_FOLDER (LLaVA-1.5: coco, gqa, ocr_vqa, textvqa and vg" \
     "under ./playground/data), or set IMAGE_FOLDER=/path/to/images"
+# every record checked here, once, as training will: a mistake is named before DeepSpeed starts its processes
+SKIP_BAD=()
+for ((i = 1; i <= $#; i++)); do
+    if [[ ${!i} == --skip_bad_records ]]; then
+        next=$((i + 1))
+        [[ ${!next:-true} =~ ^(false|False|0)$ ]] || SKIP_BAD=(--skip_bad_records)
+    elif [[ ${!i} =~ ^--skip_bad_records=(true|True|1)$ ]]; then
+        SKIP_BAD=(--skip_bad_records)
+    fi
+done
+python -m twigvlm.train.data "$DATA_PATH" "$IMAGE_FOLDER" "${SKIP_BAD[@]}" || exit 1
 
 if python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
     PRECISION=(--bf16 True --tf32 True)

@@ -3,6 +3,8 @@ mistake is one line naming the problem, said before any model is loaded."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +56,34 @@ def test_a_qwen_model_chats_over_two_turns_with_a_retain_ratio(qwen_hub_dir, qwe
 ])
 def test_a_bad_flag_is_one_line_before_anything_loads(flags, message):
     result = run_demo(*flags, "--question", "Hi")
-    assert result.returncode == 2
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1  # no screenful of usage
     assert message in result.stderr and "Traceback" not in result.stderr and "loading" not in result.stderr
+
+
+def test_help_and_a_bad_flag_answer_before_torch_is_imported():
+    code = ("import runpy, sys\nsys.argv = ['cli_demo.py', *sys.argv[1:]]\ntry:\n"
+            "    runpy.run_path('cli_demo.py', run_name='__main__')\nexcept SystemExit as stop:\n"
+            "    print('exit', stop.code, 'torch' in sys.modules)")
+    for flags, status in ((["--help"], 0), (["-R", "abc"], 2)):
+        result = subprocess.run([sys.executable, "-c", code, *flags], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert result.stdout.strip().splitlines()[-1] == f"exit {status} False"
+
+
+@pytest.mark.needs_world
+def test_a_truncated_weight_file_is_named_and_twigvlm_debug_shows_the_traceback(tmp_path):
+    base = Path(shutil.copytree(ROOT / "checkpoints" / "llava-shapes-tiny", tmp_path / "base"))
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])  # a download cut short
+    flags = ("--base-model", str(base), "--twig-block", str(ROOT / "checkpoints" / "TwigVLM-shapes-tiny-K2-T3"),
+             "--question", "Hi")
+    result = run_demo(*flags)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: cannot read weight file {weights} (SafetensorError")
+    assert "truncated or corrupt: download it again" in result.stderr
+    debug = subprocess.run([sys.executable, "cli_demo.py", "--device", "cpu", *flags], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "TWIGVLM_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
 
 
 def test_cuda_on_a_machine_without_it_is_one_line(qwen_hub_dir, qwen_twig, image_file):

@@ -202,6 +202,83 @@ def test_flags_that_cannot_run_together_are_refused_with_the_reason(gqa_flags, t
     assert not (tmp_path / "gqa.jsonl").exists()
 
 
+@pytest.fixture
+def unloadable_model(llava_dir, tmp_path) -> Path:
+    """The tiny base with its weights cut short: an error about anything else was found before loading."""
+    folder = shutil.copytree(llava_dir, tmp_path / "unloadable")
+    for weights in folder.glob("*.bin"):
+        weights.write_bytes(weights.read_bytes()[:100])
+    return folder
+
+
+def question_file(folder: Path, line: str) -> Path:
+    path = folder / "questions.jsonl"
+    path.write_text(line + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing question file", r"^error: --question-file \S+/nowhere.jsonl: no such file$"),
+    ("bad JSON", r"^error: \S+/questions.jsonl, line 1: not JSON \(.*\)$"),
+    ("missing image", r"^error: 1 image\(s\) of \S+/questions.jsonl not found, e.g. \S+/gone.jpg; check "
+                      r"--image-folder \S+$"),
+    ("cuda without CUDA", r"^error: --device cuda: this machine has no CUDA GPU"),
+])
+def test_a_user_error_is_one_line_before_the_model_loads_and_leaves_no_file(gqa_flags, unloadable_model, tmp_path,
+                                                                            case, message):
+    if case == "cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    questions = {"missing question file": lambda: tmp_path / "nowhere.jsonl",
+                 "bad JSON": lambda: question_file(tmp_path, '{"question_id": 1, "image'),
+                 "missing image": lambda: question_file(tmp_path, '{"question_id": 1, "image": "gone.jpg", "text": '
+                                                                  '"Hi"}'),
+                 "cuda without CUDA": lambda: None}[case]()
+    flags = gqa_flags(tmp_path / "answers" / "gqa.jsonl", questions=questions)
+    flags[flags.index("--model-path") + 1] = str(unloadable_model)
+    with pytest.raises(SystemExit) as stop:
+        model_vqa_loader.main(flags + (["--device", "cuda"] if case == "cuda without CUDA" else []))
+    assert re.search(message, str(stop.value.code)) and "\n" not in str(stop.value.code)
+    assert not (tmp_path / "answers").exists() or not list((tmp_path / "answers").iterdir())
+
+
+def test_a_hub_id_answers_from_the_local_hugging_face_cache_and_an_absent_one_is_one_line(gqa_flags, llava_dir,
+                                                                                         tmp_path, monkeypatch):
+    from twigvlm.testing.checkpoints import fake_hf_cache
+
+    fake_hf_cache(tmp_path / "cache", "liuhaotian/llava-v1.5-tiny", llava_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))  # HF_HUB_OFFLINE=1 for every test (conftest)
+    flags = gqa_flags(tmp_path / "gqa.jsonl")
+    flags[flags.index("--model-path") + 1] = "liuhaotian/llava-v1.5-tiny"
+    model_vqa_loader.main(flags)
+    assert len(read_answers(tmp_path / "gqa.jsonl")) == 3
+    flags[flags.index("--model-path") + 1] = "liuhaotian/llava-v1.5-absent"
+    with pytest.raises(SystemExit, match="^error: liuhaotian/llava-v1.5-absent is neither a local folder nor in the "
+                                         "local Hugging Face cache; download it once"):
+        model_vqa_loader.main(flags[:flags.index("--answers-file") + 1] + [str(tmp_path / "absent.jsonl")] +
+                              flags[flags.index("--answers-file") + 2:])
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_twigvlm_debug_shows_the_traceback_of_a_user_error(gqa_flags, tmp_path, monkeypatch):
+    monkeypatch.setenv("TWIGVLM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl: no such file"):
+        model_vqa_loader.main(gqa_flags(tmp_path / "gqa.jsonl", questions=tmp_path / "nowhere.jsonl"))
+
+
+@pytest.mark.parametrize("generator", ["model_vqa_loader", "model_vqa", "model_vqa_science", "model_vqa_mmbench"])
+def test_help_and_a_bad_flag_answer_before_torch_is_imported(generator):
+    code = (f"import runpy, sys\nsys.argv = ['{generator}', *sys.argv[1:]]\ntry:\n"
+            f"    runpy.run_module('twigvlm.eval.{generator}', run_name='__main__')\nexcept SystemExit as stop:\n"
+            f"    print('exit', stop.code, 'torch' in sys.modules)")
+    helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.stdout.strip().endswith("exit 0 False")
+    wrong = subprocess.run([sys.executable, "-c", code, "--question-file", "q.jsonl", "-R", "abc"],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.stdout.strip() == "exit 2 False"
+    assert wrong.stderr == (f"{generator}: error: argument -R/--retained-tokens/--retained_tokens: expected a number "
+                            f"of visual tokens per layer (e.g. 64) or 'all', got 'abc' (--help lists the flags)\n")
+
+
 def test_an_unreachable_R_is_reported_with_the_valid_range(gqa_flags, tmp_path):
     with pytest.raises(SystemExit, match=r"R must be in \(144, 432\]"):
         model_vqa_loader.main(gqa_flags(tmp_path / "gqa.jsonl", "--twig", "TWIG", "-R", "64"))

@@ -133,7 +133,7 @@ def test_a_shapes_task_without_its_data_says_how_to_write_it(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("shapes_task_utils", TASKS / "utils.py")
     with pytest.raises(SystemExit, match="lacks playground/data/eval/shapes/llava_shapes_test.jsonl.*"
-                                         "python -m twigvlm.world.build --steps data"):
+                                         "python -m twigvlm.world.build_data --test-only"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 

@@ -58,5 +58,5 @@ def test_broken_lines_skipped_only_when_asked(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"a": 1}\n\n{"a": 2\n')
     assert read_jsonl(path, skip_broken=True) == [{"a": 1}]
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(ValueError, match=r"a.jsonl, line 3: not JSON"):
         read_jsonl(path)

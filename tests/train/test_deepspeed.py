@@ -5,6 +5,7 @@ AR, and a run stopped after N steps resumes at step N and ends where an uninterr
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -129,3 +130,33 @@ def test_the_script_says_what_is_missing(tmp_path, llava_dir, images, missing, m
            missing: str(tmp_path / "nowhere")}
     result = train_twig(tmp_path, env)
     assert result.returncode == 1 and message in result.stderr and "nowhere" in result.stderr
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("bad JSON", r"^error: \S+/data.json is not valid JSON: .* \(char \d+\)$"),
+    ("missing image", r"^error: \S+/data.json: 1 of 2 records cannot be used:\n  record 'img-0' \(#0\) image file "
+                      r"\S+/0.png does not exist \(check --image_folder\)\nFix them, or pass --skip_bad_records True"),
+])
+def test_a_mistake_in_the_data_is_named_before_deepspeed_starts(tmp_path, llava_dir, images, mistake, message):
+    data_path = write_dataset(tmp_path / "data", mixed_records(2, 1), images[:1])
+    if mistake == "bad JSON":
+        data_path.write_text(data_path.read_text()[:-5])
+    else:
+        (data_path.parent / "0.png").unlink()
+    env = {"MODEL_PATH": str(llava_dir), "DATA_PATH": str(data_path), "IMAGE_FOLDER": str(data_path.parent)}
+    result = train_twig(tmp_path, env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert "training a twig" not in result.stdout  # stopped before the launch
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_records_are_dropped_before_the_launch_with_skip_bad_records(tmp_path, llava_dir, images):
+    records = mixed_records(4, 1)
+    records[0]["image"] = "gone.png"
+    data_path = write_dataset(tmp_path / "data", records, images[:1])
+    env = {"MODEL_PATH": str(llava_dir), "DATA_PATH": str(data_path), "IMAGE_FOLDER": str(data_path.parent)}
+    result = train_twig(tmp_path, env, "--skip_bad_records", "True", "--max_steps", "1",
+                        "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{data_path}: 3 records to train on" in result.stdout

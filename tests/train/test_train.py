@@ -2,6 +2,10 @@
 before they are, resuming, and training a whole base."""
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,6 +48,28 @@ def test_flags_matching_the_base_are_accepted_as_llava_passes_them(llava_dir, da
                          "--image_aspect_ratio", "pad", "--lazy_preprocess", "True", "--tf32", "True",
                          "--warmup_ratio", "0.03", "--evaluation_strategy", "no"))
     assert (out / "twig_config.json").is_file()
+
+
+def test_a_hub_id_trains_from_the_local_hugging_face_cache_offline(llava_dir, data_path, tmp_path, monkeypatch):
+    from twigvlm.testing.checkpoints import fake_hf_cache
+
+    fake_hf_cache(tmp_path / "cache", "liuhaotian/llava-v1.5-tiny", llava_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))  # HF_HUB_OFFLINE=1 for every test (conftest)
+    out = main(arguments("liuhaotian/llava-v1.5-tiny", data_path, tmp_path / "out", "--max_steps", "1"))
+    assert (out / "twig_config.json").is_file()
+
+
+def test_a_mistake_in_the_data_is_one_line_before_the_base_loads(llava_dir, data_path, tmp_path):
+    broken = tmp_path / "data.json"
+    broken.write_text(data_path.read_text()[:-3])
+    unloadable = Path(shutil.copytree(llava_dir, tmp_path / "base"))
+    for weights in unloadable.glob("*.bin"):
+        weights.write_bytes(b"cut short")  # read first, this would be the error
+    result = subprocess.run([sys.executable, "-m", "twigvlm.train.train",
+                             *arguments(unloadable, broken, tmp_path / "out", "--max_steps", "1")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: {broken} is not valid JSON")
 
 
 def test_a_cpu_run_uses_the_cpu_and_old_llava_flag_names():

@@ -233,6 +233,16 @@ def test_the_same_seed_writes_byte_identical_files_whatever_the_worker_count(dat
             assert (first_root / path).read_bytes() == (second_root / path).read_bytes(), path
 
 
+def test_test_only_writes_the_same_held_out_split_and_no_training_set(dataset, tmp_path):
+    _, full_eval = dataset
+    out, eval_out = build(tmp_path, "test-only", "--test-only")
+    assert not out.exists()
+    written = sorted(p.relative_to(eval_out) for p in eval_out.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(full_eval) for p in full_eval.rglob("*") if p.is_file())
+    for path in written:
+        assert (eval_out / path).read_bytes() == (full_eval / path).read_bytes(), path
+
+
 def test_another_seed_writes_other_data(dataset, tmp_path):
     out, _ = dataset
     other, _ = build(tmp_path, "other", "--seed", "1")

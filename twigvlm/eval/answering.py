@@ -38,19 +38,18 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN
-from twigvlm.inference.builder import DTYPES, check_budget, load_pretrained_model
-from twigvlm.inference.options import add_generation_arguments, generation_config
-from twigvlm.inference.pruning import PruningError
-from twigvlm.mm_utils import get_model_name_from_path, load_image
-from twigvlm.model.family import ChatFormat, CheckpointError
+from twigvlm.inference.options import (DTYPE_NAMES, ArgumentParser, add_generation_arguments, generation_config,
+                                       user_errors_in_one_line)
+
+if TYPE_CHECKING:
+    from twigvlm.model.family import ChatFormat
+
+# torch, the model and the image code are imported where they are used, after the flags are parsed: --help and a
+# wrong flag answer at once, not after seconds of imports.
 
 SINGLE_PRED_PROMPTS = {"en": "Answer with the option's letter from the given choices directly.",
                        "cn": "请直接回答选项字母。"}
@@ -79,7 +78,7 @@ def answer_key(answer: dict) -> tuple:
 def arg_parser(description: str, conv_mode: str = "llava_v1", max_new_tokens: int = 1024,
                num_workers: int = 0) -> argparse.ArgumentParser:
     """LLaVA's generator flags (its defaults per generator given here) plus the twig's."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", type=str, default="./checkpoints/llava-v1.5-7b")
     parser.add_argument("--model-base", type=str, default=None)
     parser.add_argument("--image-folder", type=str, default="")
@@ -102,7 +101,7 @@ def arg_parser(description: str, conv_mode: str = "llava_v1", max_new_tokens: in
                       help="layer the twig grows on, for twigs in the public format (they do not record it); also "
                            "FastV's scoring layer + 1 without a twig")
     twig.add_argument("--device", type=str, default=None, help="cuda or cpu (default: cuda when available)")
-    twig.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    twig.add_argument("--dtype", choices=sorted(DTYPE_NAMES), default=None,
                       help="default: float16 on a GPU, float32 on the CPU")
     twig.add_argument("--attn-implementation", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
     return parser
@@ -123,10 +122,31 @@ def get_chunk(items: list, num_chunks: int, index: int) -> list:
     return items[index * size:(index + 1) * size]
 
 
-def image_file(folder: str, name: str, keep_mode: bool = False) -> Callable[[], Any]:
-    """A loader of the image `name` in `folder` (called where the image is preprocessed): in RGB, or with keep_mode
-    as stored (for the generators of LLaVA's that do not convert: `process_images` pads it as they do)."""
-    return partial(load_image, str(Path(folder) / name), keep_mode=keep_mode)
+@dataclass(frozen=True)
+class ImageFile:
+    """A loader of an image file (called where the image is preprocessed): in RGB, or with keep_mode as stored (for
+    the generators of LLaVA's that do not convert: `process_images` pads it as they do)."""
+
+    path: Path
+    keep_mode: bool = False
+
+    def __call__(self) -> Any:
+        from twigvlm.mm_utils import load_image
+
+        return load_image(str(self.path), keep_mode=self.keep_mode)
+
+
+def image_file(folder: str, name: str, keep_mode: bool = False) -> ImageFile:
+    """The image `name` in `folder`."""
+    return ImageFile(Path(folder) / name, keep_mode)
+
+
+def check_images(samples: list[Sample], args: argparse.Namespace) -> None:
+    """Every image file the samples read exists (checked before any model loads)."""
+    missing = [s.image.path for s in samples if isinstance(s.image, ImageFile) and not s.image.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) of {args.question_file} not found, e.g. {missing[0]}; "
+                                f"check --image-folder {args.image_folder or '(not given)'}")
 
 
 def with_single_pred_prompt(text: str, args: argparse.Namespace, lang: str = "en") -> str:
@@ -146,8 +166,9 @@ def first_turn(question: str, images: int) -> list[dict[str, str]]:
     return [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n" * images + question}]
 
 
-class SampleDataset(Dataset):
-    """Samples turned into model inputs in the base's chat format, in background workers if asked."""
+class SampleDataset:
+    """Samples turned into model inputs in the base's chat format, in background workers if asked (a map-style
+    dataset: a DataLoader needs only __len__ and __getitem__)."""
 
     def __init__(self, samples: list[Sample], chat: ChatFormat):
         self.samples, self.chat = samples, chat
@@ -160,6 +181,21 @@ class SampleDataset(Dataset):
         image = sample.image() if sample.image is not None else None
         return self.chat.generation_inputs(first_turn(sample.question, int(image is not None)),
                                            [image] if image is not None else [])
+
+
+def stop_with_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker leaves stopping to the main process, which stops between two answers and then stops its
+    workers: a worker ignores Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole process group), and
+    the connection that a main process breaks when it stops while taking a batch ends the worker's sending thread
+    quietly (multiprocessing's resource_sharer reports it through sys.excepthook: a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = _quiet_on_broken_connections
+
+
+def _quiet_on_broken_connections(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+    if not issubclass(kind, ConnectionError):
+        sys.__excepthook__(kind, error, traceback)
 
 
 def single_item(batch: list) -> Any:
@@ -271,6 +307,9 @@ def generate_answer(model: Any, tokenizer: Any, chat: ChatFormat, inputs: dict[s
 
 def load_model(args: argparse.Namespace) -> tuple[Any, Any, ChatFormat, str]:
     """(tokenizer, model, chat format, model name) as the flags ask."""
+    from twigvlm.inference.builder import load_pretrained_model
+    from twigvlm.mm_utils import get_model_name_from_path
+
     model_path = str(Path(args.model_path).expanduser())
     model_name = get_model_name_from_path(model_path)
     tokenizer, model, processor, _ = load_pretrained_model(
@@ -282,8 +321,15 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, ChatFormat, str]:
 def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[Any, argparse.Namespace],
                Iterable[Sample]]) -> Path:
     """Answer this chunk's entries into --answers-file, skipping those an earlier run answered."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from twigvlm.inference.builder import check_budget, check_device, default_device
+
     samples = [s for entry in get_chunk(entries, args.num_chunks, args.chunk_idx) for s in to_samples(entry, args)]
+    args.device = check_device(args.device or default_device())
     check_budget(args.model_path, args.twig, args.twig_K, args.generation)
+    check_images(samples, args)
     answers_file = Path(args.answers_file).expanduser()
     answers_file.parent.mkdir(parents=True, exist_ok=True)
     done = keep_or_restart(answers_file, read_done_answers(answers_file), run_record(args))
@@ -298,7 +344,8 @@ def answer_all(args: argparse.Namespace, entries: list, to_samples: Callable[[An
         tokenizer, model, chat, model_name = load_model(args)
         dataset = SampleDataset(todo, chat)
         workers = min(args.num_workers, os.cpu_count() or 1)
-        loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item)
+        loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=single_item,
+                            worker_init_fn=stop_with_the_main_process)
         with open(answers_file, "a", encoding="utf-8") as out:
             progress = tqdm(zip(todo, loader), total=len(samples), initial=len(samples) - len(todo))
             for sample, inputs in progress:
@@ -320,15 +367,27 @@ def forget_run(answers_file: Path) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (timeout, job schedulers) stops a generator as Ctrl-C does: between two answer lines. The caller's
+    """SIGTERM (timeout, job schedulers) stops a generator as Ctrl-C does: between two answer lines. Once it is
+    stopping, further signals (a script's, after the whole process group's) change nothing; otherwise the caller's
     own handler comes back afterwards (a generator's main may run inside a larger program)."""
+    def ignore_further_signals() -> None:
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.SIG_IGN)
+
     def interrupt(signum: int, frame: Any) -> None:
+        ignore_further_signals()
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, interrupt)
+    stopping = False
     try:
         yield
+    except KeyboardInterrupt:
+        stopping = True
+        ignore_further_signals()
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not stopping:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions: Callable[[Path], list],
@@ -336,14 +395,14 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None, read_questions:
     """A generator's main: parse the flags, then answer; a user error ends with its message, not a traceback."""
     args = parser.parse_args(argv)
     resolve_twig_flags(args, parser)
+    questions = Path(args.question_file).expanduser()
     try:
-        with sigterm_as_interrupt():
-            return answer_all(args, read_questions(Path(args.question_file).expanduser()), to_samples)
-    except (PruningError, CheckpointError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+        # wrong paths, budgets, checkpoints and question files (every one a ValueError or an OSError)
+        with sigterm_as_interrupt(), user_errors_in_one_line(ValueError, OSError):
+            if not questions.is_file():
+                raise FileNotFoundError(f"--question-file {questions}: no such file")
+            return answer_all(args, read_questions(questions), to_samples)
     except KeyboardInterrupt:
-        for stop in (signal.SIGINT, signal.SIGTERM):  # a second signal (the script's, after Ctrl-C's) changes nothing
-            signal.signal(stop, signal.SIG_IGN)
         answers = Path(args.answers_file).expanduser()
         kept = len(read_done_answers(answers))
         print(f"\ninterrupted: {kept} complete answers in {answers}; the same command resumes from there",

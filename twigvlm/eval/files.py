@@ -15,14 +15,14 @@ def read_jsonl(path: str | Path, skip_broken: bool = False) -> list[dict]:
     """One object per non-blank line. With skip_broken, lines that are not JSON (a run killed mid-write) are
     dropped with a warning instead of raising, as LLaVA's VQAv2 converter does."""
     rows, broken = [], 0
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
             if not skip_broken:
-                raise
+                raise ValueError(f"{path}, line {number}: not JSON ({err})") from None
             broken += 1
     if broken:
         print(f"warning: skipped {broken} broken line(s) in {path}", file=sys.stderr)
@@ -30,7 +30,10 @@ def read_jsonl(path: str | Path, skip_broken: bool = False) -> list[dict]:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err})") from None
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = None) -> Path:

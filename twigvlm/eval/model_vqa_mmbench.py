@@ -25,11 +25,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from PIL import Image
 
 from twigvlm.eval.answering import Sample, arg_parser, run, with_single_pred_prompt
-from twigvlm.mm_utils import decode_image
 
 OPTION_LETTERS = ("A", "B", "C", "D")
 TEXT_COLUMNS = ("question", "hint", *OPTION_LETTERS)  # read as text even when a column looks numeric
@@ -37,6 +35,8 @@ TEXT_COLUMNS = ("question", "hint", *OPTION_LETTERS)  # read as text even when a
 
 def read_tsv(path: Path) -> list[dict]:
     """The rows of the table, one dict each."""
+    import pandas as pd  # here, not above: --help answers before the heavy imports (see twigvlm.eval.answering)
+
     header = pd.read_table(path, nrows=0).columns
     return pd.read_table(path, dtype={c: str for c in TEXT_COLUMNS if c in header}).to_dict("records")
 
@@ -50,6 +50,8 @@ def is_none(value: Any) -> bool:
 
 def image_from_base64(data: str, index: Any) -> Image.Image:
     """The row's image as stored, not converted to RGB: LLaVA's generator pads it in its own mode."""
+    from twigvlm.mm_utils import decode_image
+
     try:
         encoded = base64.b64decode(data)
     except binascii.Error as err:

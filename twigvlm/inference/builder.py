@@ -16,15 +16,14 @@ from typing import Any
 import torch
 
 from twigvlm.inference.generate import FASTV_K, TwigVLM
-from twigvlm.inference.options import TwigVLMConfig
+from twigvlm.inference.options import DTYPE_NAMES, TwigVLMConfig
 from twigvlm.inference.pruning import PruningPlan
 from twigvlm.model.auto import family_of, load_vlm, resolve_model_path
 from twigvlm.model.twig import TWIG_CONFIG_NAME, Twig, TwigConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}
 LLAVA_CONTEXT_LENGTH = 2048  # what LLaVA-1.5's loader reports for Llama checkpoints
 
 

@@ -1,5 +1,6 @@
-"""What a generation does, as the seeds' `twigvlm_config` dict and as command-line flags, in one place (no torch
-here, so that `--help` and argument errors come before anything heavy is imported).
+"""What a generation does, as the seeds' `twigvlm_config` dict and as command-line flags, in one place, and how the
+commands report a user's mistake (no torch here, so that `--help` and argument errors come before anything heavy is
+imported).
 
     TwigVLMConfig.from_dict({"enable_pruning": True, "attention_rank": 64}, has_twig=True)
     add_generation_arguments(parser); ...; config = generation_config(args, parser, has_twig=True)
@@ -8,12 +9,16 @@ here, so that `--help` and argument errors come before anything heavy is importe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, NoReturn
 
 METHODS = ("none", "twig", "fastv", "random")
 STRATEGIES = ("autoregressive", "self_speculative")
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+               "bfloat16": "bfloat16", "bf16": "bfloat16"}  # --dtype -> the torch dtype's name
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,28 @@ _CONFIG_KEYS = {"generation_strategy", "pruning", "attention_rank", "avg_retain_
 
 
 # --- command-line flags ----------------------------------------------------------------------------------------------
+DEBUG_VARIABLE = "TWIGVLM_DEBUG"  # set (TWIGVLM_DEBUG=1): a user error shows its traceback too
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the problem (the usage of these commands fills a screen)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
+@contextlib.contextmanager
+def user_errors_in_one_line(*kinds: type[Exception]) -> Iterator[None]:
+    """A command's user errors (`kinds`: wrong paths, budgets, checkpoints, data) end it with `error: <message>`,
+    exit status 1, no traceback; with TWIGVLM_DEBUG=1 in the environment the traceback shows as well."""
+    try:
+        yield
+    except kinds as err:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        raise SystemExit(f"error: {err}") from None
+
+
 def budget(value: str) -> float | None:
     """-R: a number of visual tokens per layer, or 'all' (no pruning)."""
     if value.strip().lower() == "all":

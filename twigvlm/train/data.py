@@ -6,10 +6,13 @@ A record (as in `llava_v1_5_mix665k.json`):
      "conversations": [{"from": "human", "value": "<image>\\nWhat are the colors of the bus?"},
                        {"from": "gpt", "value": "The bus is white and red."}, ...]}
 "image" is optional (text-only records); "<image>" marks where the image goes, once, in a human turn.
+
+    python -m twigvlm.train.data DATA_PATH IMAGE_FOLDER [--skip_bad_records]   # checks the data, as training does
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
+from twigvlm.inference.options import user_errors_in_one_line
 from twigvlm.mm_utils import load_image
 from twigvlm.model.family import ChatFormat
 
@@ -160,3 +164,21 @@ class Collator:
         for key in sorted({k for s in samples for k in s} - set(batch)):
             batch[key] = torch.cat([s[key] for s in samples if key in s])
         return batch
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Check training data as a training run will (scripts/train_twig_common.sh runs this before DeepSpeed starts
+    its processes): what is wrong, named, or the number of records to train on."""
+    parser = argparse.ArgumentParser(description="Check LLaVA-format training data before training on it.")
+    parser.add_argument("data_path", type=Path)
+    parser.add_argument("image_folder", type=Path)
+    parser.add_argument("--skip_bad_records", action="store_true", help="as training's flag: bad records dropped")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    with user_errors_in_one_line(DataError):
+        records = checked_records(args.data_path, args.image_folder, args.skip_bad_records)
+    print(f"{args.data_path}: {len(records):,} records to train on")
+
+
+if __name__ == "__main__":
+    main()

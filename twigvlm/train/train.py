@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from twigvlm.inference.options import user_errors_in_one_line
 from twigvlm.model.auto import load_vlm
 from twigvlm.model.family import VisionLanguageModel
 from twigvlm.train.arguments import (DataArguments, ModelArguments, TrainingArguments, TwigArguments,
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> Path:
     """Parse the arguments, train, and return the folder holding the trained model."""
     model_args, data_args, twig_args, training_args = parse_arguments(argv)
     setup_logging(training_args)
+    # the data first: a mistake in it is found before the base loads
+    records = checked_records(Path(data_args.data_path), Path(data_args.image_folder), data_args.skip_bad_records,
+                              progress=training_args.should_log)
     base, tokenizer, processor = load_vlm(model_args.model_name_or_path, training_args.device,
                                           base_dtype(twig_args, training_args))
     for note in check_against_base(model_args, data_args, twig_args, base):
@@ -39,8 +43,6 @@ def main(argv: list[str] | None = None) -> Path:
     tokenizer.model_max_length, tokenizer.padding_side = training_args.model_max_length, "right"
     if base.family == "llava":
         tokenizer.pad_token = tokenizer.unk_token  # LLaVA's choice for the v1 template
-    records = checked_records(Path(data_args.data_path), Path(data_args.image_folder), data_args.skip_bad_records,
-                              progress=training_args.should_log)
     chat = base.chat_format(tokenizer, processor, conv_mode=model_args.version,
                             image_aspect_ratio=data_args.image_aspect_ratio)
     dataset = ConversationDataset(records, Path(data_args.data_path), Path(data_args.image_folder), chat,
@@ -107,4 +109,6 @@ def describe_run(module: nn.Module, dataset: ConversationDataset, model_args: Mo
 
 
 if __name__ == "__main__":
-    main()
+    # a mistake in the flags, the data or the base: one line per process, no traceback (TWIGVLM_DEBUG=1 shows it)
+    with user_errors_in_one_line(ValueError, OSError):
+        main()

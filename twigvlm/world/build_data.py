@@ -2,6 +2,7 @@
 text corpus for the tokenizer.
 
     python -m twigvlm.world.build_data --out playground/data/shapes --seed 0 --train-images 20000 --test-images 500
+    python -m twigvlm.world.build_data --test-only     # the held-out split alone (seconds; what shapes.sh needs)
 
 Every image draws from its own generator, seeded by (seed, split, index): the files are byte-identical for a given
 seed whatever the number of worker processes.
@@ -125,22 +126,26 @@ def write_subsets(eval_out: Path, questions: list[dict]) -> None:
 def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: int, text_only: int,
           conv_mode: str, workers: int) -> None:
     (out / "images" / "train").mkdir(parents=True, exist_ok=True)
-    (eval_out / "images").mkdir(parents=True, exist_ok=True)
-
     records = parallel_map(partial(train_record, seed=seed, out=out), train_images, workers, "train images")
     records += [text_only_record(index, seed) for index in range(text_only)]
     (out / "train.json").write_text(json.dumps(records, indent=2))
     (out / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines(records, conv_mode)))
+    log.info("wrote %d training conversations (%d images, %d text-only) to %s and the tokenizer corpus to %s",
+             len(records), train_images, text_only, out / "train.json", out / "corpus.txt")
+    build_test(eval_out, seed, test_images, workers)
 
+
+def build_test(eval_out: Path, seed: int, test_images: int, workers: int) -> None:
+    """The held-out split alone: its images draw from their own generators, so it is the same with or without the
+    training set."""
+    (eval_out / "images").mkdir(parents=True, exist_ok=True)
     per_image = parallel_map(partial(held_out_lines, seed=seed, eval_out=eval_out), test_images, workers, "test images")
     pairs = [pair for lines in per_image for pair in lines]
     write_jsonl(eval_out / "llava_shapes_test.jsonl", (question for question, _ in pairs))
     write_jsonl(eval_out / "answers_gt.jsonl", (answer for _, answer in pairs))
     write_subsets(eval_out, [question for question, _ in pairs])
 
-    log.info("wrote %d training conversations (%d images, %d text-only) to %s, the tokenizer corpus to %s, and "
-             "%d test questions on %d images to %s", len(records), train_images, text_only, out / "train.json",
-             out / "corpus.txt", len(pairs), test_images, eval_out)
+    log.info("wrote %d test questions on %d images to %s", len(pairs), test_images, eval_out)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conv-mode", default="v1", choices=sorted(conv_templates),
                         help="conversation template the corpus is written in: the one training will use")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--test-only", action="store_true", help="write only the test split (--eval-out)")
     args = parser.parse_args(argv)
     if args.text_only is None:
         args.text_only = max(1, args.train_images // 50)
@@ -166,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    if args.test_only:
+        return build_test(args.eval_out, args.seed, args.test_images, args.workers)
     build(args.out, args.eval_out, args.seed, args.train_images, args.test_images, args.text_only, args.conv_mode,
           args.workers)
 

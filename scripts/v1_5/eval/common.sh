@@ -141,8 +141,8 @@ require_data() {
     ((${#missing[@]} == 0)) && return
     printf 'error: %s data not found under EVAL_DIR=%s; missing:\n' "$name" "$EVAL_DIR" >&2
     printf '  %s\n' "${missing[@]}" >&2
-    echo "${DATA_HINT:-Unpack LLaVA-1.5's eval.zip to $EVAL_DIR and add the $name files as LLaVA's docs/Evaluation.md" \
-         "says (or set EVAL_DIR).}" >&2
+    echo "Unpack LLaVA-1.5's eval.zip to $EVAL_DIR and add the $name files as LLaVA's docs/Evaluation.md says" \
+         "(or set EVAL_DIR)." >&2
     exit 2
 }
 

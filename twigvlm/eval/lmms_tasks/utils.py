@@ -20,8 +20,8 @@ def require_data() -> None:
                                       SHAPES / "images") if not path.exists()]
     if missing:
         raise SystemExit(f"error: the shapes tasks read {SHAPES} under the working directory ({Path.cwd()}), which "
-                         f"lacks {', '.join(missing)}: write them with python -m twigvlm.world.build --steps data, "
-                         f"or run lmms-eval from the folder holding playground/")
+                         f"lacks {', '.join(missing)}: write them (seconds) with python -m twigvlm.world.build_data "
+                         f"--test-only, or run lmms-eval from the folder holding playground/")
 
 
 require_data()  # lmms-eval imports this module when it loads a shapes task, before it reads the task's data
