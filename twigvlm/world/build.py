@@ -193,7 +193,8 @@ def build_twig(args: argparse.Namespace) -> None:
     train(args, "twig", args.work / "ranked", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs), "--prune_teacher_layers", args.twig_prune_teachers,
-           "--prune_weight", str(args.twig_prune_weight)])
+           "--prune_weight", str(args.twig_prune_weight),
+           *(["--twig_init", str(args.twig_init)] if args.twig_init else [])])
 
 
 def export(args: argparse.Namespace) -> None:
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of the pruned samples that keep the tokens the base attends to most")
     p.add_argument("--twig-epochs", type=float, default=0.4)
     p.add_argument("--twig-lr", type=float, default=1e-3)
+    p.add_argument("--twig-init", type=Path, default=None,
+                   help="start the twig from this one (e.g. the bundled twig, when the base was fine-tuned)")
     p.add_argument("--twig-prune-teachers", default="pruned",
                    help="base layers whose attention the twig's pruning attention learns (--prune_teacher_layers)")
     p.add_argument("--twig-prune-weight", type=float, default=20.0, help="weight of that attention KL (--prune_weight)")
