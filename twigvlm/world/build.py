@@ -107,7 +107,7 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
                "--version", "v1", "--data_path", str(data or args.data / "train.json"), "--image_folder", str(args.data),
                "--image_aspect_ratio", "pad", "--group_by_modality_length", "True", "--output_dir", str(output),
                "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03",
-               "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", "200",
+               "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", str(args.save_steps),
                "--save_total_limit", "2", "--logging_steps", "25", "--dataloader_num_workers", "1",
                "--report_to", "none", "--seed", str(args.seed), *extra]
     log.info("running %s", " ".join(command))
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path("playground/data/shapes"))
     p.add_argument("--eval-data", type=Path, default=Path("playground/data/eval/shapes"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-steps", type=int, default=200, help="training checkpoints (an interrupted step resumes "
+                                                                "from the last one) every this many steps")
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--vision-steps", type=int, default=1000, help="pretraining steps of the vision tower (32 scenes)")
