@@ -79,7 +79,7 @@ def without_ids_and_timings(answers: list[dict]) -> list[dict]:
 def test_the_image_tag_opens_the_users_turn_of_the_vicuna_template():
     def prompt(question: str, has_image: bool, im_start_end: bool) -> str:
         chat = LlavaChatFormat(None, None, LlavaConfig(mm_use_im_start_end=im_start_end), "vicuna_v1")
-        return chat.prompt(first_turn(question, has_image))
+        return chat.prompt(first_turn(question, int(has_image)))
 
     assert prompt("What is it?", True, False) == f"{SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
     assert prompt("What is it?", True, True) == f"{SYSTEM} USER: <im_start><image><im_end>\nWhat is it? ASSISTANT:"
@@ -89,7 +89,7 @@ def test_the_image_tag_opens_the_users_turn_of_the_vicuna_template():
 def test_a_chat_turn_follows_its_earlier_turns_the_image_tag_opening_the_first():
     chat = LlavaChatFormat(None, None, LlavaConfig(), "vicuna_v1")
     history = [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A red circle."}]
-    assert chat.prompt(first_turn("Where is it?", True, history)) == \
+    assert chat.prompt(first_turn("Where is it?", 1, history)) == \
         f"{SYSTEM} USER: <image>\nDescribe it. ASSISTANT: A red circle.</s>USER: Where is it? ASSISTANT:"
     assert history[0]["value"] == "Describe it."  # the question line's turns are left as they were
 

@@ -143,12 +143,11 @@ def vqa_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
 
 
 # --- prompts and model inputs ------------------------------------------------------------------------------------
-def first_turn(question: str, has_image: bool, history: list[dict[str, str]] = ()) -> list[dict[str, str]]:
-    """The user's turn after the earlier turns of its chat (if any), the image (if any) first on a line of its own
-    in the chat's first turn, as LLaVA's eval scripts write it."""
+def first_turn(question: str, images: int, history: list[dict[str, str]] = ()) -> list[dict[str, str]]:
+    """The user's turn after the earlier turns of its chat (if any), each of its images first on a line of its own
+    in the chat's first turn, as LLaVA's eval scripts write one."""
     turns = [*history, {"from": "human", "value": question}]
-    if has_image:
-        turns[0] = {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{turns[0]['value']}"}
+    turns[0] = {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n" * images + turns[0]["value"]}
     return turns
 
 
@@ -164,7 +163,7 @@ class SampleDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = sample.image() if sample.image is not None else None
-        return self.chat.generation_inputs(first_turn(sample.question, image is not None, sample.history),
+        return self.chat.generation_inputs(first_turn(sample.question, int(image is not None), sample.history),
                                            [image] if image is not None else [])
 
 

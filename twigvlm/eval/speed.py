@@ -27,8 +27,13 @@ def _mean(values: list[float | None]) -> float | None:
 def speed_summary(answers_file: str | Path) -> dict[str, Any]:
     """Means over the answers that carry timing statistics; {} when none does (e.g. LLaVA's own answer files)."""
     # Broken lines are the scorer's concern, not a reason to lose the timings of the others.
-    timed = [answer["metadata"] for answer in read_jsonl(answers_file, skip_broken=True)
-             if isinstance(answer.get("metadata"), dict) and answer["metadata"].get("decoding_time") is not None]
+    return summarize([answer["metadata"] for answer in read_jsonl(answers_file, skip_broken=True)
+                      if isinstance(answer.get("metadata"), dict)])
+
+
+def summarize(metadata: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the generations' statistics (`GenerationOutput.metadata()`) that carry timings; {} when none does."""
+    timed = [meta for meta in metadata if meta.get("decoding_time") is not None]
     if not timed:
         return {}
     tokens = sum(meta["num_tokens_generated"] for meta in timed)
