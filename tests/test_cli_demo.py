@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from twigvlm.inference.streaming import GREEN
 from twigvlm.world.shapes import (SHORT_ANSWER_SUFFIX, absent_question, color_question, count_question, demo_scene,
@@ -56,6 +58,17 @@ def test_the_demo_answers_a_short_question_about_one_region(shape):
     assert result.returncode == 0, result.stderr
     assert answer_of(result.stdout) == qa.answer
     assert "128 visual tokens per layer" in result.stdout  # pruned by the twig
+
+
+def test_the_demo_draws_the_visual_tokens_twig_pruning_kept(tmp_path):
+    qa = color_question(SCENE.shapes[0])
+    result = run_demo("--question", qa.question, "-R", "64", "--save-kept", str(tmp_path / "kept.png"))
+    assert result.returncode == 0, result.stderr
+    picture = Image.open(tmp_path / "kept.png")
+    assert picture.size == Image.open(ROOT / "assets" / "shapes.png").size  # square: no padding
+    brightness = np.asarray(picture.convert("L"), dtype=np.float32) / np.asarray(
+        Image.open(ROOT / "assets" / "shapes.png").convert("L"), dtype=np.float32).clip(1)
+    assert (brightness > 0.9).any() and (brightness < 0.5).any()  # kept patches as they are, pruned ones dimmed
 
 
 def test_the_demo_answers_every_region_at_the_default_budget():

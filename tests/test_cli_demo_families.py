@@ -48,6 +48,9 @@ def test_a_qwen_model_chats_over_two_turns_with_a_retain_ratio(qwen_hub_dir, qwe
     (["--retain-ratio", "2"], "a share of the visual tokens in (0, 1]"),
     (["--image-file", "no/such/picture.png"], "--image-file no/such/picture.png: no such file"),
     (["--base-model", "somewhere"], "--twig-block is required with --base-model"),
+    (["--save-kept", "kept.txt"], "--save-kept kept.txt: not an image file name: end it with .png or .jpg"),
+    (["--save-kept", "no/such/folder/kept.png"], "no folder"),
+    (["--heatmap"], "--heatmap tints the kept-token picture: give --save-kept PNG too"),
 ])
 def test_a_bad_flag_is_one_line_before_anything_loads(flags, message):
     result = run_demo(*flags, "--question", "Hi")

@@ -42,6 +42,19 @@ def test_draft_tokens_are_green_and_target_tokens_plain(tokenizer):
     assert printed.replace(GREEN, "").replace(RESET, "") == tokenizer.decode(ids) + "\n"
 
 
+def test_on_text_receives_the_answer_in_pieces_flagged_as_drafted_or_not(tokenizer):
+    ids = tokenizer("one two three four", add_special_tokens=False).input_ids
+    file, pieces = io.StringIO(), []
+    streamer = SpeculativeTextStreamer(tokenizer, file=file, on_text=lambda *piece: pieces.append(piece))
+    for i, token in enumerate(ids):
+        before = len(pieces)
+        streamer.put_tokens([token], [i % 2 == 0])
+        assert all(drafted == (i % 2 == 0) for _, drafted in pieces[before:])
+    streamer.end()
+    assert "".join(text for text, _ in pieces) == tokenizer.decode(ids)
+    assert {drafted for _, drafted in pieces} == {True, False} and file.getvalue() == ""  # nothing to the file
+
+
 def test_a_plain_transformers_streamer_receives_every_token(tiny_model, make_prompt, pixel_values, tokenizer):
     from transformers import TextStreamer
 

@@ -44,6 +44,7 @@ class PrefillResult:
     draft_logits: Tensor | None  # [V] the twig's, when there is a twig
     kept_visual: Tensor | None  # indices (into the prompt's visual tokens) kept for layers [K, F)
     visual_tokens: dict[str, float]  # visual tokens per layer group and their average over base layers
+    visual_scores: Tensor | None  # [V] what they were ranked by: the twig's attention (TTP), layer K-1's (FastV)
 
 
 class Engine:
@@ -95,7 +96,7 @@ class Engine:
         elif ttp:
             raise ValueError("twig-guided pruning needs a twig: load one (twig=...) or use pruning 'fastv'/'none'")
 
-        kept, middle, top = None, None, None
+        kept, middle, top, scores = None, None, None, None
         if prune:
             rank = self.plan.rank(self.groups, V)
             attention = lower_attention if fastv else twig_attention
@@ -109,7 +110,7 @@ class Engine:
         self.middle.pruned = 0 if middle is None else P - int(middle.sum())
         self.top.pruned = 0 if top is None else P - int(top.sum())
         self.target_pos = P
-        return PrefillResult(self._target_head(h[:, -1])[0], draft_logits, kept, visual)
+        return PrefillResult(self._target_head(h[:, -1])[0], draft_logits, kept, visual, scores)
 
     # --- decoding steps ----------------------------------------------------------------------------------------
     def extend(self, tokens: Tensor) -> None:

@@ -91,6 +91,8 @@ class GenerationOutput:
     R: float | None = None  # the budget asked for (attention_rank), or retain_ratio x V
     retain_ratio: float | None = None
     kept_visual: list[int] | None = None  # the visual tokens kept in layers [K, F) (indices over the prompt's)
+    visual_scores: list[float] | None = None  # what they were ranked by, one per visual token (TTP and FastV)
+    visual_grids: list[tuple[int, int]] = field(default_factory=list)  # each image's visual tokens (rows, columns)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -99,7 +101,8 @@ class GenerationOutput:
 
     def metadata(self) -> dict[str, Any]:
         """The statistics, without the tokens (what answer files record)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("predicted_tokens", "kept_visual")}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("predicted_tokens", "kept_visual", "visual_scores", "visual_grids")}
 
 
 # Keyword arguments of transformers' generate that change nothing here (a batch of one, always with a cache), and
@@ -180,7 +183,9 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
         num_drafted=stats.drafted, num_accepted=stats.accepted, visual_tokens_kept=prefill.visual_tokens,
         generation_strategy=config.generation_strategy, pruning=config.pruning,
         R=config.R if config.retain_ratio is None else config.retain_ratio * V, retain_ratio=config.retain_ratio,
-        kept_visual=None if prefill.kept_visual is None else prefill.kept_visual.tolist())
+        kept_visual=None if prefill.kept_visual is None else prefill.kept_visual.tolist(),
+        visual_scores=None if prefill.visual_scores is None else prefill.visual_scores.float().tolist(),
+        visual_grids=list(inputs.image_grids[0]))
 
 
 def _seeded_generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -19,9 +19,11 @@ class SpeculativeTextStreamer:
     """A `transformers`-style streamer (`put`/`end`) that also knows which tokens the twig drafted."""
 
     def __init__(self, tokenizer: Any, skip_prompt: bool = True, skip_special_tokens: bool = True,
-                 color: bool | None = None, file: TextIO | None = None):
+                 color: bool | None = None, file: TextIO | None = None,
+                 on_text: Callable[[str, bool], None] | None = None):
+        """`on_text(text, drafted)`, when given, receives each new piece of text instead of `file`."""
         self.tokenizer, self.skip_prompt, self.skip_special_tokens = tokenizer, skip_prompt, skip_special_tokens
-        self.file = file or sys.stdout
+        self.file, self.on_text = file or sys.stdout, on_text
         self.color = self.file.isatty() if color is None else color
         self.token_ids: list[int] = []
         self.printed = 0  # characters of the decoded answer already written
@@ -48,8 +50,9 @@ class SpeculativeTextStreamer:
 
     def end(self) -> None:
         self._write(self._new_text(final=True), drafted=False)
-        self.file.write("\n")
-        self.file.flush()
+        if self.on_text is None:
+            self.file.write("\n")
+            self.file.flush()
         self.token_ids, self.printed, self.prompt_pending = [], 0, True
 
     def _new_text(self, final: bool) -> str:
@@ -61,7 +64,9 @@ class SpeculativeTextStreamer:
         return new
 
     def _write(self, text: str, drafted: bool) -> None:
-        if text:
+        if text and self.on_text is not None:
+            self.on_text(text, drafted)
+        elif text:
             self.file.write(f"{GREEN}{text}{RESET}" if drafted and self.color else text)
             self.file.flush()
 

@@ -74,6 +74,10 @@ class ChatFormat(Protocol):
     def generation_inputs(self, turns: list[dict[str, str]], images: Sequence[Any]) -> dict[str, Tensor]:
         """The model inputs (batch of 1) for `model.generate(**inputs)`, the assistant's answer left open."""
 
+    def grid_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The region (left, top, right, bottom) of an image of `size` (width, height), in its pixels, that the grid
+        of its visual tokens covers: beyond the image's edges where it is padded, within them where it is cropped."""
+
     def training_inputs(self, turns: list[dict[str, str]], images: Sequence[Any],
                         max_length: int) -> dict[str, Tensor]:
         """input_ids [L], labels [L] (the answers and what ends them; IGNORE_INDEX elsewhere), and the images'

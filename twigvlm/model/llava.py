@@ -427,6 +427,17 @@ class LlavaChatFormat:
         return {"images": process_images(list(images), self.image_processor, self.config),
                 "image_sizes": [image.size for image in images]}
 
+    def grid_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """'pad' (LLaVA-1.5): the square `expand2square` pads the image to; otherwise the square CLIP's centre crop
+        keeps."""
+        width, height = size
+        if self.config.image_aspect_ratio == "pad":
+            side = max(width, height)
+            left, top = -((side - width) // 2), -((side - height) // 2)
+            return (left, top, left + side, top + side)
+        side = min(width, height)
+        return ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+
     def generation_inputs(self, turns: list[dict[str, str]], images: Sequence[Any]) -> dict[str, Any]:
         ids = tokenizer_image_token(self.prompt(turns), self.tokenizer, return_tensors="pt")[None]
         return {"input_ids": ids, **self.image_inputs(images)}

@@ -471,6 +471,11 @@ class Qwen2_5_VLChatFormat:
             messages.append({"role": "user", "content": content})
         return messages
 
+    @staticmethod
+    def grid_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The whole image: the processor resizes it to a multiple of the merged patch, without cropping."""
+        return (0, 0, size[0], size[1])
+
     def generation_inputs(self, turns: list[dict[str, str]], images: Sequence[Any]) -> dict[str, Tensor]:
         text = self.processor.apply_chat_template(self.messages(turns), add_generation_prompt=True)
         return dict(self.processor(text=[text], images=list(images) or None, return_tensors="pt"))
