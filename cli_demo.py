@@ -57,8 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-file", default=str(DEMO_IMAGE), help="an image path or http(s) URL")
     p.add_argument("--question", default=None, help="ask this one question and exit (no chat loop)")
     p.add_argument("--short-answers", action="store_true",
-                   help=f"end every question with LLaVA-1.5's short-answer prompt ('{SHORT_ANSWER_PROMPT}'), as its "
-                        "VQA benchmarks do; the tiny world gives one-word answers only to questions in that form")
+                   help=f"end every question (a line ending in '?') with LLaVA-1.5's short-answer prompt "
+                        f"('{SHORT_ANSWER_PROMPT}'), as its VQA benchmarks do; other lines, such as 'Describe the "
+                        "image in detail.', go as typed. The tiny world gives one-word answers only to questions in "
+                        "that form")
     p.add_argument("--stream", action="store_true", help="print tokens as they come, accepted drafts in green")
     p.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                    help="green accepted drafts: on a terminal (auto), or always/never")
@@ -140,7 +142,7 @@ class Conversation:
     def ask(self, question: str, generation: TwigVLMConfig, streamer: Any = None, temperature: float = 0.0,
             top_p: float | None = None, max_new_tokens: int = 512) -> tuple[str, Any]:
         """(the answer, the GenerationOutput); a failed generation leaves the turns as they were."""
-        if self.short_answers:
+        if self.short_answers and question.rstrip().endswith("?"):  # "Describe the image." stays as typed
             question = f"{question}\n{SHORT_ANSWER_PROMPT}"
         if not self.turns:
             question = f"{DEFAULT_IMAGE_TOKEN}\n{question}"

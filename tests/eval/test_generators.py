@@ -86,6 +86,14 @@ def test_the_image_tag_opens_the_users_turn_of_the_vicuna_template():
     assert prompt("What is it?", False, False) == f"{SYSTEM} USER: What is it? ASSISTANT:"
 
 
+def test_a_chat_turn_follows_its_earlier_turns_the_image_tag_opening_the_first():
+    chat = LlavaChatFormat(None, None, LlavaConfig(), "vicuna_v1")
+    history = [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A red circle."}]
+    assert chat.prompt(first_turn("Where is it?", 1, history)) == \
+        f"{SYSTEM} USER: <image>\nDescribe it. ASSISTANT: A red circle.</s>USER: Where is it? ASSISTANT:"
+    assert history[0]["value"] == "Describe it."  # the question line's turns are left as they were
+
+
 def mmbench_flags(**flags) -> argparse.Namespace:
     return argparse.Namespace(**{"single_pred_prompt": True, "all_rounds": False, "lang": "en", **flags})
 

@@ -160,6 +160,16 @@ def test_shapes_answers_in_two_chunks_and_scores_short_answers_and_descriptions(
     assert len(answers) == 14 and all(a["metadata"]["visual_tokens_kept"] == TWIG for a in answers)
 
 
+def test_shapes_answers_the_test_chats_turn_after_turn_and_scores_each_turn(shapes_workdir, env):
+    chats = "./playground/data/eval/shapes/llava_shapes_test_chat.jsonl"  # 2 chats of 4 turns
+    result = run_script("shapes", "-R", "192", "--", "--max_new_tokens", "3", cwd=shapes_workdir,
+                        env={**env, "QUESTION_FILE": chats})
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged, answers = merged_answers(result, shapes_workdir)
+    assert merged.name.endswith("_chat.jsonl") and len(answers) == 8
+    assert all(re.search(rf"turn {turn} +", result.stdout) for turn in (1, 2, 3, 4)), result.stdout
+
+
 @pytest.mark.needs_world
 def test_shapes_defaults_to_the_bundled_world_and_runs_a_question_subset(shapes_workdir, env):
     world_env = {k: v for k, v in env.items() if k not in ("MODEL_PATH", "TWIG_PATH")}

@@ -143,3 +143,29 @@ def test_a_run_with_a_pruning_teacher_logs_its_term_and_records_it_in_the_twig(l
     assert all("loss_prune" in entry and "loss_ce" in entry for entry in history if "loss" in entry)
     training = Twig.load(out, load_pretrained_model(llava_dir)[1]).config.training
     assert (training["prune_teacher_layers"], training["prune_weight"]) == ("3-5", 1.0)
+
+
+
+@pytest.fixture(scope="module")
+def earlier_twig(tiny_model, tmp_path_factory):
+    """A twig (K=2, T=3) that is not the base's layers: the base's, moved by noise."""
+    twig = Twig.from_base(tiny_model, 2, 3)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in twig.parameters():
+            parameter.add_(0.01 * torch.randn(parameter.shape, generator=generator))
+    return twig.save(tmp_path_factory.mktemp("earlier-twig")), twig
+
+
+def test_a_twig_started_from_an_earlier_one_begins_with_its_weights(llava_dir, data_path, tmp_path, earlier_twig):
+    folder, earlier = earlier_twig
+    out = main(arguments(llava_dir, data_path, tmp_path, "--max_steps", "1", "--learning_rate", "0",
+                         "--twig_init", str(folder)))
+    trained = Twig.load(out, load_pretrained_model(llava_dir)[1]).state_dict()
+    assert all(torch.equal(trained[name], weight) for name, weight in earlier.state_dict().items())
+
+
+def test_a_twig_started_from_one_of_another_depth_is_refused_naming_both(llava_dir, data_path, tmp_path,
+                                                                       earlier_twig):
+    with pytest.raises(ValueError, match="has T=3 layers, not --twig_T 2"):
+        main(arguments(llava_dir, data_path, tmp_path, "--twig_T", "2", "--twig_init", str(earlier_twig[0])))

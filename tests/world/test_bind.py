@@ -6,7 +6,7 @@ import random
 import pytest
 
 from twigvlm.world.bind import DrillPhase, drill_records, drill_turns, echo_question, long_existence
-from twigvlm.world.build_data import scene_rng, train_record
+from twigvlm.world.build_data import chat_record, scene_rng, train_record
 from twigvlm.world.shapes import COLORS, SHORT_ANSWER_SUFFIX, TEMPLATES, Scene, Shape, parse_description, random_scene
 
 SCENE = Scene((Shape("circle", "red", "top left", (56, 56), 84), Shape("square", "blue", "center", (168, 168), 70)))
@@ -70,7 +70,8 @@ def test_where_turns_locate_shapes_and_never_ask_the_existence_of_a_located_colo
 
 def test_drill_records_mix_drills_on_training_images_described_scenes_and_ordinary_records(tmp_path):
     (tmp_path / "images" / "train").mkdir(parents=True)
-    train = [train_record(index, 0, tmp_path) for index in range(12)] + [{"id": "text-000000", "conversations": []}]
+    train = ([train_record(index, 0, tmp_path) for index in range(12)] + [chat_record(index, 0) for index in range(6)]
+             + [{"id": "text-000000", "conversations": []}])
     phase = DrillPhase("echo", images=5, texts=3, regular=4, epochs=1.0, lr=5e-4)
     records = drill_records(phase, train, data_seed=0, seed="t")
     assert records == drill_records(phase, train, data_seed=0, seed="t")  # deterministic
@@ -78,9 +79,10 @@ def test_drill_records_mix_drills_on_training_images_described_scenes_and_ordina
     described = [r for r in records if "image" not in r]
     ordinary = [r for r in records if r in train]
     assert (len(drilled), len(described), len(ordinary)) == (5, 3, 4)
-    for record in drilled:  # about the scene drawn in that very image
-        scene = random_scene(scene_rng(0, "train", int(record["id"].removeprefix("echo-"))))
-        assert record["image"] == f"images/train/{record['id'].removeprefix('echo-')}.png"
+    for record in drilled:  # about the scene drawn in that very image (a chat's image too)
+        index = int(record["id"].removeprefix("echo-").removeprefix("chat-"))
+        scene = random_scene(scene_rng(0, "train", index))
+        assert record["image"] == f"images/train/{index:06d}.png"
         first = record["conversations"][0]["value"]
         assert first.startswith("<image>\n")
         answer = record["conversations"][1]["value"]

@@ -115,3 +115,15 @@ def test_the_answer_key_scores_full_marks_on_a_generated_test_split(tmp_path):
                           "--scores-dir", str(tmp_path / "scores")])["metrics"]
     assert all(value == 100.0 for name, value in scores.items() if name not in ("num_questions", "missing_answers"))
     assert sum(scores["num_questions"].values()) == 35 and scores["missing_answers"] == 0
+
+
+def test_a_chat_is_scored_per_turn_over_every_category_a_description_right_only_when_exact():
+    # (turn, category, reference, answer): turn 0 right and wrong, turn 1 an exact and a near description
+    lines = [(0, "count", "3", "three"), (0, "color", "Red", "Blue"), (1, "describe", THREE, THREE),
+             (1, "describe", TWO, TWO.replace("green", "red")), (2, "where", "Top left", "top left")]
+    questions = [{"question_id": i, "image": "000000.png", "text": "...", "category": c, "turn": t}
+                 for i, (t, c, _, _) in enumerate(lines)]
+    key = [{"question_id": i, "answer": ref, "category": c} for i, (_, c, ref, _) in enumerate(lines)]
+    answers = [{"question_id": i, "text": text} for i, (_, _, _, text) in enumerate(lines)]
+    assert score(questions, answers, key)["turn_accuracy"] == {"0": 50.0, "1": 50.0, "2": 100.0}
+    assert "turn_accuracy" not in score([{k: v for k, v in q.items() if k != "turn"} for q in questions], answers, key)

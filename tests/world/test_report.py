@@ -32,3 +32,13 @@ def test_a_question_subset_is_reported_apart(tmp_path):
     write_runs(tmp_path)
     assert report.collect(tmp_path, "")[("twig", "64")] == 88.2
     assert report.collect(tmp_path, "_short") == {("twig", "64"): 10.0}
+
+
+def test_the_chat_table_gives_each_turn_in_the_chat_and_alone(tmp_path, capsys):
+    for subset, turns in (("_chat", {"0": 90.0, "1": 80.0}), ("_chat_alone", {"0": 92.0, "1": 84.0})):
+        save_scores("shapes", f"TwigVLM-shapes-tiny-K2-T3_R64_twig_autoregressive{subset}", 0.0,
+                    {"turn_accuracy": turns}, scores_dir=tmp_path)
+    report.main(["--scores-dir", str(tmp_path), "--chats", "--markdown"])
+    out = capsys.readouterr().out
+    assert "| TTP (twig) R=64 | 90.0 / 92.0 | 80.0 / 84.0 | 85.0 / 88.0 |" in out
+    assert "| run | turn 1 | turn 2 | all turns |" in out

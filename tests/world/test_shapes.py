@@ -10,8 +10,8 @@ from PIL import Image
 
 from twigvlm.conversation import conv_templates
 from twigvlm.world.build_data import main as build_data
-from twigvlm.world.shapes import (CATEGORIES, CELL, COLORS, IMAGE_SIZE, KINDS, MAX_SHAPES, REGIONS,
-                                  QA, SHORT_ANSWER_SUFFIX, SIZE_RANGE, Scene, Shape, color_question,
+from twigvlm.world.shapes import (CATEGORIES, CELL, CHAT_TURNS, COLORS, IMAGE_SIZE, KINDS, MAX_SHAPES, REGIONS,
+                                  QA, SHORT_ANSWER_SUFFIX, SIZE_RANGE, Scene, Shape, chat_for, color_question,
                                   conversation_for, count_question, demo_scene, describe, parse_description,
                                   present_question, questions_for, random_scene, region_cell, render, shape_question,
                                   text_only_conversation, where_question)
@@ -127,7 +127,7 @@ def test_short_questions_end_with_llavas_short_answer_prompt():
 
 def test_region_questions_name_an_occupied_region_and_answer_with_its_shape():
     for scene, rng in random_scenes():
-        for qa in questions_for(scene, rng) + conversation_for(scene, rng):
+        for qa in questions_for(scene, rng) + conversation_for(scene, rng) + chat_for(scene, rng):
             if qa.category in ("color", "shape"):
                 shape = next(s for s in scene.shapes if s.region == region_of_question(qa.question))
                 assert qa.answer.lower() == (shape.color if qa.category == "color" else shape.kind)
@@ -135,7 +135,7 @@ def test_region_questions_name_an_occupied_region_and_answer_with_its_shape():
 
 def test_where_questions_name_a_shape_of_the_scene_and_answer_with_its_region():
     for scene, rng in random_scenes():
-        for qa in questions_for(scene, rng):
+        for qa in questions_for(scene, rng) + chat_for(scene, rng):
             if qa.category == "where":
                 color, kind = re.match(r"Where is the (\w+) (\w+)\?", qa.question).groups()
                 assert (color, kind, qa.answer.lower()) in scene.fact_set()
@@ -143,7 +143,7 @@ def test_where_questions_name_a_shape_of_the_scene_and_answer_with_its_region():
 
 def test_existence_is_yes_exactly_when_the_scene_holds_a_shape_of_that_colour():
     for scene, rng in random_scenes():
-        for qa in questions_for(scene, rng) + conversation_for(scene, rng):
+        for qa in questions_for(scene, rng) + conversation_for(scene, rng) + chat_for(scene, rng):
             if qa.category == "exist":
                 color = re.match(r"Is there an? (\w+) shape in the image\?", qa.question).group(1)
                 assert color in COLORS and (qa.answer == "Yes") == any(s.color == color for s in scene.shapes)
@@ -183,6 +183,37 @@ def test_a_training_conversation_is_a_lone_description_or_short_questions_each_a
         shapes = [shape for shape in (shape_asked_about(qa, scene) for qa in turns) if shape is not None]
         assert len(shapes) == len(set(shapes))  # no turn gives another's answer away
         assert 2 <= len(turns) <= len(scene.shapes) + 1
+
+
+def test_a_chat_counts_and_describes_the_scene_and_keeps_short_questions_short():
+    for scene, rng in random_scenes():
+        for qa in chat_for(scene, rng):
+            if qa.category == "count":
+                assert qa.answer == str(len(scene.shapes))
+            if qa.category == "describe":
+                assert parse_description(qa.answer) == scene.fact_set() and not qa.question.endswith(SHORT_ANSWER_SUFFIX)
+            else:
+                assert qa.question.endswith(SHORT_ANSWER_SUFFIX)
+
+
+def test_chats_run_2_to_5_turns_with_descriptions_anywhere_and_follow_ups_about_shapes_named_before():
+    describe_turns, follow_ups, lengths = set(), 0, set()
+    for scene, rng in random_scenes():
+        chat = chat_for(scene, rng)
+        lengths.add(len(chat))
+        assert sum(qa.category == "describe" for qa in chat) <= 1
+        named = set()
+        for turn, qa in enumerate(chat):
+            if qa.category == "describe":
+                describe_turns.add(turn)
+                named |= set(scene.shapes)
+                continue
+            shape = shape_asked_about(qa, scene)
+            follow_ups += shape in named
+            named.add(shape)
+    assert lengths == set(range(CHAT_TURNS[0], CHAT_TURNS[1] + 1)) and describe_turns == {0, 1, 2, 3, 4}
+    assert follow_ups > 100
+    assert len(chat_for(*random_scenes(1)[0], turns=4)) == 4
 
 
 def test_a_text_only_conversation_gives_the_scene_as_its_description():
@@ -253,7 +284,9 @@ def test_the_training_set_is_llava_json_with_the_image_tag_opening_the_first_hum
     out, _ = dataset
     records = json.loads((out / "train.json").read_text())
     with_image = [r for r in records if "image" in r]
-    assert len(with_image) == 12 and len(records) == 14
+    assert len(with_image) == 12 + 6 and len(records) == 12 + 6 + 2  # images, chats about half of them, text-only
+    chats = [r for r in records if r["id"].startswith("chat-")]
+    assert [r["image"] for r in chats] == [r["image"] for r in with_image[:6]]
     for record in records:
         turns = record["conversations"]
         assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2) and len(turns) >= 2
@@ -268,13 +301,30 @@ def test_the_training_set_is_llava_json_with_the_image_tag_opening_the_first_hum
 def test_the_test_split_has_llava_question_lines_and_a_matching_answer_key(dataset):
     _, eval_out = dataset
     questions = read_jsonl(eval_out / "llava_shapes_test.jsonl")
+    chats = read_jsonl(eval_out / "llava_shapes_test_chat.jsonl")
     key = read_jsonl(eval_out / "answers_gt.jsonl")
     assert len(questions) == 4 * (len(CATEGORIES) + 1)  # existence is asked twice
     assert all(set(q) == {"question_id", "image", "text", "category"} for q in questions)
     assert all(set(a) == {"question_id", "answer", "category"} for a in key)
-    assert [(q["question_id"], q["category"]) for q in questions] == [(a["question_id"], a["category"]) for a in key]
-    assert len({q["question_id"] for q in questions}) == len(questions)
+    assert [(q["question_id"], q["category"]) for q in questions + chats] == [(a["question_id"], a["category"])
+                                                                              for a in key]
+    assert len({q["question_id"] for q in questions + chats}) == len(questions + chats)
     assert all((eval_out / "images" / q["image"]).is_file() and "<image>" not in q["text"] for q in questions)
+
+
+def test_each_test_chat_turn_holds_the_earlier_turns_answered_right_and_the_alone_file_the_same_questions(dataset):
+    _, eval_out = dataset
+    chats = read_jsonl(eval_out / "llava_shapes_test_chat.jsonl")
+    answers = {a["question_id"]: a["answer"] for a in read_jsonl(eval_out / "answers_gt.jsonl")}
+    assert [q["turn"] for q in chats] == [0, 1, 2, 3] * 4
+    for turn, question in enumerate(chats):
+        earlier = chats[turn - question["turn"]:turn]
+        assert question["history"] == [message for q in earlier for message in
+                                        ({"from": "human", "value": q["text"]},
+                                         {"from": "gpt", "value": answers[q["question_id"]]})]
+        assert len({q["image"] for q in earlier + [question]}) == 1
+    alone = read_jsonl(eval_out / "llava_shapes_test_chat_alone.jsonl")
+    assert alone == [{**q, "history": []} for q in chats]
 
 
 def test_subsets_are_the_short_questions_and_the_descriptions_of_the_first_test_images(dataset):
@@ -290,7 +340,7 @@ def test_subsets_are_the_short_questions_and_the_descriptions_of_the_first_test_
 def test_the_corpus_holds_every_training_text_in_the_v1_template_without_image_tags_or_end_markers(dataset):
     out, _ = dataset
     corpus = (out / "corpus.txt").read_text()
-    assert corpus.count(conv_templates["v1"].system + " USER: ") == 14 and " ASSISTANT: " in corpus
+    assert corpus.count(conv_templates["v1"].system + " USER: ") == 20 and " ASSISTANT: " in corpus
     assert "<image>" not in corpus and "</s>" not in corpus
     for record in json.loads((out / "train.json").read_text()):
         for turn in record["conversations"]:

@@ -63,6 +63,7 @@ class Sample:
     question: str  # the user's turn, without the image tag
     image: Callable[[], Any] | None = None  # loads the PIL image; None for a text-only question
     fields: dict[str, Any] = field(default_factory=dict)  # extra answer fields (MMBench: round_id, options, ...)
+    history: list[dict[str, str]] = field(default_factory=list)  # earlier turns of a chat, LLaVA's {"from", "value"}
 
     @property
     def key(self) -> tuple:
@@ -155,15 +156,19 @@ def with_single_pred_prompt(text: str, args: argparse.Namespace, lang: str = "en
 
 
 def vqa_samples(line: dict, args: argparse.Namespace) -> list[Sample]:
-    """A line of a LLaVA question file {"question_id", "image", "text"}: the text after the image."""
+    """A line of a LLaVA question file {"question_id", "image", "text"}: the text after the image, or after the
+    earlier turns of a chat when the line has them ("history": LLaVA's {"from", "value"} turns)."""
     return [Sample(line["question_id"], line["text"], with_single_pred_prompt(line["text"], args),
-                   image_file(args.image_folder, line["image"]))]
+                   image_file(args.image_folder, line["image"]), history=line.get("history", []))]
 
 
 # --- prompts and model inputs ------------------------------------------------------------------------------------
-def first_turn(question: str, images: int) -> list[dict[str, str]]:
-    """The user's turn, each of its images first on a line of its own, as LLaVA's eval scripts write one."""
-    return [{"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n" * images + question}]
+def first_turn(question: str, images: int, history: list[dict[str, str]] = ()) -> list[dict[str, str]]:
+    """The user's turn after the earlier turns of its chat (if any), each of its images first on a line of its own
+    in the chat's first turn, as LLaVA's eval scripts write one."""
+    turns = [*history, {"from": "human", "value": question}]
+    turns[0] = {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n" * images + turns[0]["value"]}
+    return turns
 
 
 class SampleDataset:
@@ -179,7 +184,7 @@ class SampleDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = sample.image() if sample.image is not None else None
-        return self.chat.generation_inputs(first_turn(sample.question, int(image is not None)),
+        return self.chat.generation_inputs(first_turn(sample.question, int(image is not None), sample.history),
                                            [image] if image is not None else [])
 
 

@@ -58,6 +58,9 @@ class TwigArguments:
         "help": "twig: train a twig on the frozen base; base: train the projector and language model of the base"})
     twig_K: int = field(default=2, metadata={"help": "the twig reads the output of base layers 0..K-1"})
     twig_T: int = field(default=3, metadata={"help": "number of twig layers"})
+    twig_init: str | None = field(default=None, metadata={
+        "help": "twig mode: start from this twig's weights (a twig folder grown at the same K and T, e.g. to adapt "
+                "it to a fine-tuned base) instead of from the base's layers"})
     loss: Literal["ce", "kl", "ce+kl"] = field(default="ce", metadata={
         "help": "ce: next-token cross-entropy (public recipe); kl: distil the base's logits; ce+kl: both"})
     kl_weight: float = field(default=0.1, metadata={"help": "weight of the KL term in ce+kl (TwigVLM++: 0.1)"})
@@ -86,6 +89,8 @@ class TwigArguments:
             raise ValueError(f"--visual_token_dropout_ranked is a share in [0, 1], got {self.visual_token_dropout_ranked}")
         if self.visual_token_dropout and self.train_mode != "base":
             raise ValueError("--visual_token_dropout trains a base to tolerate pruning: use it with --train_mode base")
+        if self.twig_init is not None and self.train_mode != "twig":
+            raise ValueError("--twig_init starts a twig from an earlier one: use it with --train_mode twig")
         if self.prune_teacher_layers is not None and self.train_mode != "twig":
             raise ValueError("--prune_teacher_layers teaches a twig where to look: use it with --train_mode twig")
         if self.kl_temperature <= 0:

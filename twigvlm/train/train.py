@@ -20,6 +20,7 @@ from torch import nn
 from twigvlm.inference.options import user_errors_in_one_line
 from twigvlm.model.auto import load_vlm
 from twigvlm.model.family import VisionLanguageModel
+from twigvlm.model.twig import Twig
 from twigvlm.train.arguments import (DataArguments, ModelArguments, TrainingArguments, TwigArguments,
                                      check_against_base, parse_arguments)
 from twigvlm.train.data import Collator, ConversationDataset, checked_records
@@ -84,8 +85,14 @@ def build_module(twig_args: TwigArguments, base: VisionLanguageModel, tokenizer,
         return BaseTraining(base, tokenizer, image_processor, twig_args.tune_vision_tower, max_length, dropout)
     teachers = (teacher_layers(twig_args.prune_teacher_layers, twig_args.twig_K, base.config.num_hidden_layers)
                 if twig_args.prune_teacher_layers else [])
-    return TwigTraining(base, twig_args.twig_K, twig_args.twig_T, twig_args.loss, twig_args.kl_weight,
-                        twig_args.kl_temperature, max_length, teachers, twig_args.prune_weight)
+    module = TwigTraining(base, twig_args.twig_K, twig_args.twig_T, twig_args.loss, twig_args.kl_weight,
+                          twig_args.kl_temperature, max_length, teachers, twig_args.prune_weight)
+    if twig_args.twig_init is not None:
+        start = Twig.load(twig_args.twig_init, base, K=twig_args.twig_K)
+        if start.T != twig_args.twig_T:
+            raise ValueError(f"--twig_init {twig_args.twig_init} has T={start.T} layers, not --twig_T {twig_args.twig_T}")
+        module.twig.load_state_dict(start.state_dict())
+    return module
 
 
 def describe_run(module: nn.Module, dataset: ConversationDataset, model_args: ModelArguments, data_args: DataArguments,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from twigvlm.world.build_data import llava_conversation, scene_rng
 from twigvlm.world.shapes import (COLORS, QA, REGIONS, TEMPLATES, Scene, article, describe, exist_question,
@@ -106,7 +107,7 @@ def drill_records(phase: DrillPhase, train: list[dict], data_seed: int, seed: st
     rng.shuffle(images)
     records = []
     for record in images[:phase.images]:
-        scene = random_scene(scene_rng(data_seed, "train", int(record["id"])))
+        scene = random_scene(scene_rng(data_seed, "train", int(Path(record["image"]).stem)))  # chats share images
         records.append({"id": f"{phase.drill}-{record['id']}", "image": record["image"],
                         "conversations": llava_conversation(drill_turns(scene, phase.drill, rng), with_image=True)})
     for index in range(phase.texts):

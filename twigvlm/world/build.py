@@ -107,7 +107,7 @@ def train(args: argparse.Namespace, mode: str, base: Path, output: Path, extra: 
                "--version", "v1", "--data_path", str(data or args.data / "train.json"), "--image_folder", str(args.data),
                "--image_aspect_ratio", "pad", "--group_by_modality_length", "True", "--output_dir", str(output),
                "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03",
-               "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", "200",
+               "--weight_decay", "0.0", "--model_max_length", "1024", "--save_steps", str(args.save_steps),
                "--save_total_limit", "2", "--logging_steps", "25", "--dataloader_num_workers", "1",
                "--report_to", "none", "--seed", str(args.seed), *extra]
     log.info("running %s", " ".join(command))
@@ -193,7 +193,8 @@ def build_twig(args: argparse.Namespace) -> None:
     train(args, "twig", args.work / "ranked", args.work / "twig",
           ["--twig_K", str(K), "--twig_T", str(T), "--loss", "ce", "--learning_rate", str(args.twig_lr),
            "--num_train_epochs", str(args.twig_epochs), "--prune_teacher_layers", args.twig_prune_teachers,
-           "--prune_weight", str(args.twig_prune_weight)])
+           "--prune_weight", str(args.twig_prune_weight),
+           *(["--twig_init", str(args.twig_init)] if args.twig_init else [])])
 
 
 def export(args: argparse.Namespace) -> None:
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path("playground/data/shapes"))
     p.add_argument("--eval-data", type=Path, default=Path("playground/data/eval/shapes"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-steps", type=int, default=200, help="training checkpoints (an interrupted step resumes "
+                                                                "from the last one) every this many steps")
     p.add_argument("--train-images", type=int, default=20000)
     p.add_argument("--test-images", type=int, default=500)
     p.add_argument("--vision-steps", type=int, default=1000, help="pretraining steps of the vision tower (32 scenes)")
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of the pruned samples that keep the tokens the base attends to most")
     p.add_argument("--twig-epochs", type=float, default=0.4)
     p.add_argument("--twig-lr", type=float, default=1e-3)
+    p.add_argument("--twig-init", type=Path, default=None,
+                   help="start the twig from this one (e.g. the bundled twig, when the base was fine-tuned)")
     p.add_argument("--twig-prune-teachers", default="pruned",
                    help="base layers whose attention the twig's pruning attention learns (--prune_teacher_layers)")
     p.add_argument("--twig-prune-weight", type=float, default=20.0, help="weight of that attention KL (--prune_weight)")

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from twigvlm.constants import DEFAULT_IMAGE_TOKEN
 from twigvlm.conversation import conv_templates
-from twigvlm.world.shapes import QA, conversation_for, questions_for, random_scene, render, text_only_conversation
+from twigvlm.world.shapes import (CHAT_TEST_TURNS, QA, chat_for, conversation_for, questions_for, random_scene, render,
+                                  text_only_conversation)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ def train_record(index: int, seed: int, out: Path) -> dict:
     return {"id": f"{index:06d}", "image": image, "conversations": llava_conversation(turns, with_image=True)}
 
 
+def chat_record(index: int, seed: int) -> dict:
+    """A second, multi-turn conversation about training image `index` (its scene drawn again from its generator)."""
+    scene, rng = random_scene(scene_rng(seed, "train", index)), scene_rng(seed, "chat", index)
+    return {"id": f"chat-{index:06d}", "image": f"images/train/{index:06d}.png",
+            "conversations": llava_conversation(chat_for(scene, rng), with_image=True)}
+
+
 def text_only_record(index: int, seed: int) -> dict:
     rng = scene_rng(seed, "text", index)
     turns = text_only_conversation(random_scene(rng), rng)
@@ -74,6 +82,21 @@ def held_out_lines(index: int, seed: int, eval_out: Path) -> list[tuple[dict, di
     for number, qa in enumerate(questions_for(scene, rng)):
         question_id = index * 100 + number  # ints, as LLaVA's question files mostly have; the index stays readable
         lines.append(({"question_id": question_id, "image": image, "text": qa.question, "category": qa.category},
+                      {"question_id": question_id, "answer": qa.answer, "category": qa.category}))
+    return lines
+
+
+def held_out_chat(index: int, seed: int) -> list[tuple[dict, dict]]:
+    """A CHAT_TEST_TURNS-turn conversation about test image `index`: (question line, answer key line) per turn, the
+    line naming its turn and holding the earlier turns, answered right ("history": the model is scored on each turn,
+    not on its earlier mistakes); question ids index * 100 + 50 + turn, beside held_out_lines' index * 100 + n."""
+    scene, rng = random_scene(scene_rng(seed, "test", index)), scene_rng(seed, "test-chat", index)
+    chat = chat_for(scene, rng, CHAT_TEST_TURNS)
+    lines = []
+    for turn, qa in enumerate(chat):
+        question_id = index * 100 + 50 + turn
+        lines.append(({"question_id": question_id, "image": f"{index:06d}.png", "text": qa.question,
+                       "category": qa.category, "turn": turn, "history": llava_conversation(chat[:turn], False)},
                       {"question_id": question_id, "answer": qa.answer, "category": qa.category}))
     return lines
 
@@ -112,6 +135,19 @@ SUBSETS = {"_short_all": (None, lambda category: category != "describe"),
            "_describe": (50, lambda category: category == "describe")}
 
 
+# The chats of the test split (every turn after the earlier ones), and the same questions asked alone.
+CHAT, CHAT_ALONE = "_chat", "_chat_alone"
+
+
+def write_chats(eval_out: Path, seed: int, test_images: int) -> list[tuple[dict, dict]]:
+    """llava_shapes_test_chat.jsonl (a chat per test image, every turn after the earlier ones) and
+    _chat_alone (the same questions asked alone); returns the (question line, answer key line) pairs."""
+    pairs = [pair for index in range(test_images) for pair in held_out_chat(index, seed)]
+    write_jsonl(eval_out / f"llava_shapes_test{CHAT}.jsonl", (question for question, _ in pairs))
+    write_jsonl(eval_out / f"llava_shapes_test{CHAT_ALONE}.jsonl", ({**question, "history": []} for question, _ in pairs))
+    return pairs
+
+
 def write_subsets(eval_out: Path, questions: list[dict]) -> None:
     """llava_shapes_test_short_all.jsonl (every short question: the split's short-answer score without its slow
     descriptions), _short (short questions on the first 150 test images) and _describe (descriptions of the first
@@ -123,15 +159,17 @@ def write_subsets(eval_out: Path, questions: list[dict]) -> None:
                     (q for q in questions if q["image"] in first and wanted(q["category"])))
 
 
-def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: int, text_only: int,
+def build(out: Path, eval_out: Path, seed: int, train_images: int, test_images: int, text_only: int, chats: int,
           conv_mode: str, workers: int) -> None:
     (out / "images" / "train").mkdir(parents=True, exist_ok=True)
     records = parallel_map(partial(train_record, seed=seed, out=out), train_images, workers, "train images")
+    records += [chat_record(index, seed) for index in range(min(chats, train_images))]
     records += [text_only_record(index, seed) for index in range(text_only)]
     (out / "train.json").write_text(json.dumps(records, indent=2))
     (out / "corpus.txt").write_text("".join(line + "\n" for line in corpus_lines(records, conv_mode)))
-    log.info("wrote %d training conversations (%d images, %d text-only) to %s and the tokenizer corpus to %s",
-             len(records), train_images, text_only, out / "train.json", out / "corpus.txt")
+    log.info("wrote %d training conversations (%d images, %d chats about them, %d text-only) to %s and the tokenizer "
+             "corpus to %s", len(records), train_images, min(chats, train_images), text_only, out / "train.json",
+             out / "corpus.txt")
     build_test(eval_out, seed, test_images, workers)
 
 
@@ -141,11 +179,12 @@ def build_test(eval_out: Path, seed: int, test_images: int, workers: int) -> Non
     (eval_out / "images").mkdir(parents=True, exist_ok=True)
     per_image = parallel_map(partial(held_out_lines, seed=seed, eval_out=eval_out), test_images, workers, "test images")
     pairs = [pair for lines in per_image for pair in lines]
+    chat_pairs = write_chats(eval_out, seed, test_images)
     write_jsonl(eval_out / "llava_shapes_test.jsonl", (question for question, _ in pairs))
-    write_jsonl(eval_out / "answers_gt.jsonl", (answer for _, answer in pairs))
+    write_jsonl(eval_out / "answers_gt.jsonl", (answer for _, answer in pairs + chat_pairs))
     write_subsets(eval_out, [question for question, _ in pairs])
 
-    log.info("wrote %d test questions on %d images to %s", len(pairs), test_images, eval_out)
+    log.info("wrote %d test questions and %d chats on %d images to %s", len(pairs), test_images, test_images, eval_out)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,6 +198,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--text-only", type=int, default=None,
                         help="text-only training conversations (default: 2%% of --train-images, at least 1)")
+    parser.add_argument("--chats", type=int, default=None,
+                        help="multi-turn chats about the first training images, a second conversation each "
+                             "(default: half of --train-images)")
     parser.add_argument("--conv-mode", default="v1", choices=sorted(conv_templates),
                         help="conversation template the corpus is written in: the one training will use")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -166,6 +208,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.text_only is None:
         args.text_only = max(1, args.train_images // 50)
+    if args.chats is None:
+        args.chats = args.train_images // 2
     return args
 
 
@@ -174,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.test_only:
         return build_test(args.eval_out, args.seed, args.test_images, args.workers)
-    build(args.out, args.eval_out, args.seed, args.train_images, args.test_images, args.text_only, args.conv_mode,
-          args.workers)
+    build(args.out, args.eval_out, args.seed, args.train_images, args.test_images, args.text_only, args.chats,
+          args.conv_mode, args.workers)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ Short answers: exact match after LLaVA's VQA answer normalisation (case, punctua
 category and over all short categories (micro average).
 Descriptions: the (colour, kind, region) facts read from the answer's regular wording against the reference's
 (recall: reference facts stated; precision: stated facts that are true; both over all facts), and exact matches.
+Chats (question lines with a "turn", e.g. llava_shapes_test_chat.jsonl): also the accuracy per turn, over every
+category (a description counts as right when it matches exactly).
 All numbers are percentages; the headline score is the short-answer accuracy. A question without an answer counts
 as wrong.
 """
@@ -43,17 +45,21 @@ def score(questions: list[dict], answers: list[dict], key: list[dict]) -> dict:
     """Scores of the answers to `questions` (question-file lines) against the answer key."""
     given = {answer["question_id"]: answer["text"] for answer in answers}
     truth = {line["question_id"]: line for line in key}
-    correct, total, facts = Counter(), Counter(), Counter()
+    correct, total, facts, turn_correct, turn_total = Counter(), Counter(), Counter(), Counter(), Counter()
     for question in questions:
         expected = truth[question["question_id"]]
         category, reference = expected["category"], expected["answer"]
         answer = given.get(question["question_id"], "")
         total[category] += 1
         if category == "describe":
-            correct[category] += same_text(answer, reference)
+            right = same_text(answer, reference)
             facts += fact_counts(answer, reference)
         else:
-            correct[category] += normalize_answer(answer) == normalize_answer(reference)
+            right = normalize_answer(answer) == normalize_answer(reference)
+        correct[category] += right
+        if "turn" in question:
+            turn_total[question["turn"]] += 1
+            turn_correct[question["turn"]] += right
 
     scores: dict = {category: percent(correct[category], total[category])
                     for category in SHORT_CATEGORIES if total[category]}
@@ -64,6 +70,8 @@ def score(questions: list[dict], answers: list[dict], key: list[dict]) -> dict:
         scores |= {"describe_fact_recall": percent(facts["right"], facts["true"]),
                    "describe_fact_precision": percent(facts["right"], facts["stated"]),
                    "describe_exact_match": percent(correct["describe"], total["describe"])}
+    if turn_total:
+        scores["turn_accuracy"] = {str(turn): percent(turn_correct[turn], turn_total[turn]) for turn in sorted(turn_total)}
     scores["num_questions"] = {category: total[category] for category in CATEGORIES if total[category]}
     scores["missing_answers"] = sum(question["question_id"] not in given for question in questions)
     return scores
@@ -78,6 +86,7 @@ def table(scores: dict) -> tuple[list[str], list[tuple]]:
     if "describe" in counts:
         rows += [(f"describe {measure.replace('_', ' ')}", counts["describe"], scores[f"describe_{measure}"])
                  for measure in ("fact_recall", "fact_precision", "exact_match")]
+    rows += [(f"turn {int(turn) + 1}", None, accuracy) for turn, accuracy in scores.get("turn_accuracy", {}).items()]
     return ["category", "questions", "score %"], rows
 
 

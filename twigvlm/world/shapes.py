@@ -269,6 +269,37 @@ def conversation_for(scene: Scene, rng: random.Random) -> list[QA]:
     return turns
 
 
+CHAT_TURNS = (2, 5)  # turns of a training chat; the test split's chats have CHAT_TEST_TURNS
+CHAT_TEST_TURNS = 4
+CHAT_DESCRIBE = 0.5  # share of chats with a description at some turn
+
+
+def chat_for(scene: Scene, rng: random.Random, turns: int | None = None) -> list[QA]:
+    """A conversation as users hold one (LLaVA's mix is mostly multi-turn): short questions and at most one
+    description in any order, each short question about a shape an earlier turn named (half the time, when there is
+    one), the count or an absent colour. Unlike conversation_for, turns may give each other away: the model must
+    answer from the image and the conversation alike, and keep the short-answer form it was asked for."""
+    count = turns or rng.randint(*CHAT_TURNS)
+    describe_at = rng.randrange(count) if rng.random() < CHAT_DESCRIBE else None
+    chat: list[QA] = []
+    named: list[Shape] = []  # shapes an earlier turn named, the description naming them all
+    for index in range(count):
+        if index == describe_at:
+            chat.append(describe_question(scene, rng))
+            named = list(scene.shapes)
+            continue
+        kind = rng.random()
+        if kind < 0.15:
+            chat.append(count_question(scene))
+        elif kind < 0.25 and len(scene.shapes) < len(COLORS):
+            chat.append(absent_question(scene, rng))
+        else:
+            shape = rng.choice(named if named and rng.random() < 0.5 else scene.shapes)
+            chat.append(rng.choice(ABOUT_ONE_SHAPE)(shape))
+            named.append(shape)
+    return chat
+
+
 def text_only_conversation(scene: Scene, rng: random.Random) -> list[QA]:
     """A question about a scene given as its description, no image: exercises text-only training."""
     shape = rng.choice(scene.shapes)
