@@ -14,26 +14,30 @@ from torch import Tensor
 class KVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device, batch: int = 1):
-        shape = (num_layers, batch, num_kv_heads, capacity, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)  # [L, B, Hkv, capacity, D]
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        shape = (batch, num_kv_heads, capacity, head_dim)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [B, Hkv, capacity, D]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
+        self.slots: Tensor | None = None  # [Q] where the current forward's tokens go, made by its first layer
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2] if self.k else 0
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [B, Hkv, Q, D] after `length` for `layer`; return views of all keys/values [B, Hkv, S, D]."""
         end = self.length + k.shape[2]
         if end > self.capacity:
             self._grow(end)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        if self.slots is None:
+            self.slots = torch.arange(self.length, end, device=k.device)
+        self.k[layer].index_copy_(2, self.slots, k)
+        self.v[layer].index_copy_(2, self.slots, v)
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def advance(self, num_tokens: int) -> None:
         self.length += num_tokens
+        self.slots = None
 
     def truncate(self, length: int) -> None:
         """Forget everything after the first `length` tokens (rollback after a rejected draft)."""
@@ -44,5 +48,5 @@ class KVCache:
     def _grow(self, needed: int) -> None:
         # rare: only when a caller under-estimated the capacity; doubling keeps it amortised O(1)
         extra = max(needed, 2 * self.capacity) - self.capacity
-        pad = lambda t: torch.cat([t, t.new_empty(*t.shape[:3], extra, t.shape[4])], dim=3)  # noqa: E731
-        self.k, self.v = pad(self.k), pad(self.v)
+        pad = lambda t: torch.cat([t, t.new_empty(*t.shape[:2], extra, t.shape[3])], dim=2)  # noqa: E731
+        self.k, self.v = [pad(t) for t in self.k], [pad(t) for t in self.v]
