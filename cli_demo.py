@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="default: float16 on a GPU, float32 on the CPU")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode steps (same answers; "
+                                                          "the first answer waits for the compilation)")
     args = p.parse_args(argv)
     if args.question is not None and not args.question.strip():
         p.error("--question is empty: ask something, or leave --question out to chat")
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.twig_T is not None and args.twig_T != model.twig.T:
         raise ValueError(f"--twig-T {args.twig_T} does not match the twig in {args.twig_block}, which has "
                          f"T={model.twig.T}")
+    model.compile_decoding = args.compile
     chat = model.chat_format(tokenizer, processor, args.conv_mode)
     if args.question is None:
         print(chat_hint(args), file=sys.stderr)

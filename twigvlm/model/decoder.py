@@ -151,21 +151,22 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation:
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=q_len > 1)
         return out.transpose(1, 2)
     groups = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
     if implementation == "eager":
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1])  # [B, H, Q, S]
         if mask is None and q_len > 1:
             mask = causal_mask(q_len, k_len, q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
-    if mask is None:
-        if q_len == 1:  # one new token sees every key
-            return F.scaled_dot_product_attention(q, k, v)
-        if q_len == k_len:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if mask is None and q_len > 1 and q_len != k_len:
         mask = causal_mask(q_len, k_len, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # grouped-query heads inside the kernel; CUDA's kernels that take a mask do not, so it gets the heads repeated
+    gqa = groups > 1 and (mask is None or not q.is_cuda)
+    if groups > 1 and not gqa:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q_len > 1,
+                                          enable_gqa=gqa)
 
 
 def query_attention(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -215,7 +216,8 @@ class FusedLinear:
 
     def _weights(self) -> tuple[Tensor, Tensor | None]:
         params = [p for linear in self.linears for p in (linear.weight, linear.bias) if p is not None]
-        if self.fused is None or [p.data_ptr() for p in params] != self.addresses:
+        changed = not torch.compiler.is_compiling() and [p.data_ptr() for p in params] != self.addresses
+        if self.fused is None or changed:  # (a compiled graph runs what the eager warm-up fused)
             self.fused = (_fuse([linear.weight for linear in self.linears]).t(),
                           None if self.linears[0].bias is None else _fuse([linear.bias for linear in self.linears]))
             self.addresses = [p.data_ptr() for p in params]
