@@ -14,9 +14,9 @@ After a rejection, `rollback` sets every cache and cursor back to the accepted l
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -188,9 +188,7 @@ class Engine:
         except Exception as e:  # e.g. inductor without a C++ compiler: say so once, decode eagerly
             print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                   f"decoding without it", file=sys.stderr)
-            compiled_run_layers.cache_clear()
-            compiled_run_layers.broken = True
-            self.compiled = None
+            _COMPILED["run_layers"] = self.compiled = None
             return run_layers(stack.layers, h, rope, cache)[0]
         cache.advance(1)
         return h
@@ -202,7 +200,11 @@ class Engine:
         return self.model.logits(h).float()
 
 
-@functools.cache
-def compiled_run_layers():
-    """`run_layers` through torch.compile (inductor), made once per process; None after it failed once."""
-    return None if getattr(compiled_run_layers, "broken", False) else torch.compile(run_layers, dynamic=False)
+_COMPILED: dict[str, Callable | None] = {}
+
+
+def compiled_run_layers() -> Callable | None:
+    """`run_layers` through torch.compile (inductor), made once per process; None once it has failed."""
+    if "run_layers" not in _COMPILED:
+        _COMPILED["run_layers"] = torch.compile(run_layers, dynamic=False)
+    return _COMPILED["run_layers"]

@@ -191,11 +191,12 @@ def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
 class FusedLinear:
     """Linear layers that read the same input, run as ONE matmul with the output rows of all of them.
 
-    For inference their weights are concatenated once into one tensor and each layer's parameters become views of
-    their rows: the names, the state dict and the storage stay the layers' own (nothing is doubled, a checkpoint
-    loaded in place lands in the fused tensor); a parameter replaced since (`.to()`, a deep copy) is noticed by its
-    address and the fusion redone. With gradients enabled the layers run one by one as written (autograd, module
-    hooks). `residual` is added by the same kernel (addmm).
+    For inference (eval mode, no gradients) their weights are concatenated once into one tensor and each layer's
+    parameters become views of their rows: the names, the state dict and the storage stay the layers' own (nothing
+    is doubled, a checkpoint loaded in place lands in the fused tensor); a parameter replaced since (`.to()`, a deep
+    copy) is noticed by its address and the fusion redone. In training mode or with gradients the layers run one by
+    one as written: autograd, module hooks, and optimizers that own the parameters' storage (DeepSpeed's flat
+    buffers) see what they expect. `residual` is added by the same kernel (addmm).
     """
 
     def __init__(self, *linears: nn.Linear):
@@ -205,9 +206,8 @@ class FusedLinear:
 
     def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """x [N, in] (+ residual [N, sum out]) -> [N, sum out]."""
-        if torch.is_grad_enabled():
-            out = torch.cat([linear(x) for linear in self.linears], dim=-1) if len(self.linears) > 1 \
-                else self.linears[0](x)
+        if torch.is_grad_enabled() or self.linears[0].training:
+            out = torch.cat([linear(x) for linear in self.linears], dim=-1)
             return out if residual is None else residual + out
         weight_t, bias = self._weights()
         if residual is None:
