@@ -189,3 +189,14 @@ def test_the_rotation_is_transformers_rotate_half_rotation():
     rope = Rope()(positions)
     torch.testing.assert_close(apply_rotary(q, *rope), want_q, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(apply_rotary(k, *rope), want_k, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_a_bool_mask_and_its_additive_form_give_the_same_attention(implementation):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 6, 3, 8), torch.randn(1, 2, 7, 8), torch.randn(1, 2, 7, 8)
+    allowed = torch.rand(3, 7) > 0.4
+    allowed[:, 0] = True  # every query sees at least one key
+    additive = torch.zeros(3, 7).masked_fill(~allowed, float("-inf"))
+    torch.testing.assert_close(attend(q, k, v, additive, implementation), attend(q, k, v, allowed, implementation),
+                               atol=1e-6, rtol=1e-6)

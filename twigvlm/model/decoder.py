@@ -140,8 +140,8 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation: str) -> Tensor:
     """Scaled dot-product attention. q [B, H, Q, D], k/v [B, Hkv, S, D] -> [B, H, Q, D].
 
-    mask None means causal with the queries being the last Q keys; otherwise a bool mask broadcastable to
-    [B, H, Q, S] (True = attend), e.g. causal plus padding in a training batch, or a tree of drafts.
+    mask None means causal with the queries being the last Q keys; otherwise a mask broadcastable to [B, H, Q, S],
+    bool (True = attend) or additive (0 / -inf), e.g. causal plus padding in a training batch, or a tree of drafts.
     """
     q_len, k_len = q.shape[2], k.shape[2]
     if implementation == "flash_attention_2" and mask is None and q.is_cuda:
@@ -156,8 +156,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation:
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1])  # [B, H, Q, S]
         if mask is None and q_len > 1:
             mask = causal_mask(q_len, k_len, q.device)
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        elif mask is not None:  # additive
+            scores = scores + mask
         return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
     if mask is None and q_len > 1 and q_len != k_len:
         mask = causal_mask(q_len, k_len, q.device)
