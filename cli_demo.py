@@ -42,6 +42,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="default: float16 on a GPU, float32 on the CPU")
     p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode steps (same answers; "
+                                                          "the first answer waits for the compilation)")
 
 
 def check_model_arguments(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
@@ -127,6 +129,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if args.twig_T is not None and args.twig_T != model.twig.T:
         raise ValueError(f"--twig-T {args.twig_T} does not match the twig in {args.twig_block}, which has "
                          f"T={model.twig.T}")
+    model.compile_decoding = args.compile
     return tokenizer, model, model.chat_format(tokenizer, processor, args.conv_mode)
 
 

@@ -145,3 +145,16 @@ def test_a_prompt_longer_than_the_context_is_refused_by_name(with_twig, make_pro
     with pytest.raises(ValueError, match=r"the prompt is 4\d{3} tokens \(visual tokens included\).* context of 4096"):
         with_twig.generate(long_ids, images=pixel_values[:1], max_new_tokens=4,
                            twigvlm_config={"pruning": "twig", "attention_rank": 192})
+
+
+@pytest.mark.slow
+def test_compiled_greedy_decoding_gives_the_eager_tokens(without_twig, make_prompt, pixel_values, capfd):
+    """torch.compile (inductor, static shapes) of the one-token steps: the same answer, token for token."""
+    kwargs = dict(images=pixel_values[:1], max_new_tokens=6, eos_token_id=-1, do_sample=False,
+                  twigvlm_config={"generation_strategy": "autoregressive"})
+    prompt = make_prompt("What is in the image?")
+    eager = without_twig.generate(prompt, **kwargs).predicted_tokens
+    without_twig.compile_decoding = True
+    compiled = without_twig.generate(prompt, **kwargs).predicted_tokens
+    assert "torch.compile failed" not in capfd.readouterr().err
+    assert torch.equal(compiled, eager)

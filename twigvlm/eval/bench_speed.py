@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--question", default="Describe the image in detail.")
     p.add_argument("--conv-mode", default="vicuna_v1")
     p.add_argument("--no-transformers", action="store_true", help="skip transformers' generate")
+    p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode steps (compiled during "
+                                                          "the warm-up)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
     if args.retained_tokens is None and args.retain_ratio is None:
@@ -320,13 +322,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.ignore_eos = True
     torch.manual_seed(0)
     model, prompts, stop, description = load_model(args)
+    model.compile_decoding = args.compile
     runs = measure_setups(model, prompts, stop, args)
     if not args.no_transformers:
         runs.append(measure_transformers(model, prompts, args, runs[0].tokens_per_second,
                                          runs[0].visual_tokens_average))
     result = {"model": description, "family": model.family, "device": args.device,
               "dtype": str(model.dtype).removeprefix("torch."), "K": model.twig.K, "T": model.twig.T,
-              "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+              "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "compile": args.compile,
               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
               "runs": [asdict(r) for r in runs]}
     if args.json:

@@ -14,26 +14,30 @@ from torch import Tensor
 class KVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device, batch: int = 1):
-        shape = (num_layers, batch, num_kv_heads, capacity, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)  # [L, B, Hkv, capacity, D]
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        shape = (batch, num_kv_heads, capacity, head_dim)
+        # zeros: a static step attends to every slot, the unwritten ones masked (garbage could be NaN, and NaN x 0 is NaN)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [B, Hkv, capacity, D]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0
+        self.slots: Tensor | None = None  # [Q] where the current forward's tokens go, made by its first layer
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2] if self.k else 0
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [B, Hkv, Q, D] after `length` for `layer`; return views of all keys/values [B, Hkv, S, D]."""
         end = self.length + k.shape[2]
-        if end > self.capacity:
-            self._grow(end)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.reserve(end)
+        if self.slots is None:
+            self.slots = torch.arange(self.length, end, device=k.device)
+        self.k[layer].index_copy_(2, self.slots, k)
+        self.v[layer].index_copy_(2, self.slots, v)
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def advance(self, num_tokens: int) -> None:
         self.length += num_tokens
+        self.slots = None
 
     def truncate(self, length: int) -> None:
         """Forget everything after the first `length` tokens (rollback after a rejected draft)."""
@@ -41,8 +45,29 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length}")
         self.length = length
 
-    def _grow(self, needed: int) -> None:
-        # rare: only when a caller under-estimated the capacity; doubling keeps it amortised O(1)
+    def reserve(self, needed: int) -> None:
+        """Room for `needed` tokens. Rare: only when a caller under-estimated the capacity; doubling keeps it
+        amortised O(1)."""
+        if needed <= self.capacity:
+            return
         extra = max(needed, 2 * self.capacity) - self.capacity
-        pad = lambda t: torch.cat([t, t.new_empty(*t.shape[:3], extra, t.shape[4])], dim=3)  # noqa: E731
-        self.k, self.v = pad(self.k), pad(self.v)
+        pad = lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], extra, t.shape[3])], dim=2)  # noqa: E731
+        self.k, self.v = [pad(t) for t in self.k], [pad(t) for t in self.v]
+
+
+class SlotWriter:
+    """A KVStore for ONE new token with static shapes, what `torch.compile` wants of a decode step: its keys and
+    values go to `slot` [1] of `cache` (a tensor, so its value is no part of the compiled graph) and every layer
+    attends to the WHOLE preallocated cache, under a mask of the slots written (run_layers' `mask`). The caller
+    reserves the room and advances the cache."""
+
+    def __init__(self, cache: KVCache, slot: Tensor):
+        self.cache, self.slot, self.length = cache, slot, cache.length
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.cache.k[layer].index_copy_(2, self.slot, k)
+        self.cache.v[layer].index_copy_(2, self.slot, v)
+        return self.cache.k[layer], self.cache.v[layer]
+
+    def advance(self, num_tokens: int) -> None:
+        pass

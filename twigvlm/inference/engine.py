@@ -14,12 +14,14 @@ After a rejection, `rollback` sets every cache and cursor back to the accepted l
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from twigvlm.inference.cache import KVCache
+from twigvlm.inference.cache import KVCache, SlotWriter
 from twigvlm.inference.pruning import (LayerGroups, PruningPlan, choose_visual_tokens, kept_rows, pruned_forward,
                                        unpruned_report, visual_scores)
 from twigvlm.model.decoder import run_layers
@@ -51,10 +53,11 @@ class Engine:
     """The state of ONE generation (batch size 1): caches, the h_K stream, and the cursors of its consumers.
 
     K is the twig's when there is one; without a twig (FastV, or no pruning) it is `K`, FastV's scoring layer + 1.
+    With `compile`, every one-token step of a stack runs `torch.compile`d with static shapes (see `_run`).
     """
 
     def __init__(self, model: VisionLanguageModel, twig: nn.Module | None, plan: PruningPlan, capacity: int,
-                 K: int = 2):
+                 K: int = 2, compile: bool = False):
         cfg = model.config
         self.model, self.twig, self.plan = model, twig, plan
         self.N = cfg.num_hidden_layers
@@ -74,6 +77,8 @@ class Engine:
         self.draft_pos = 0  # h_K rows consumed by the twig
         self.target_pos = 0  # h_K rows consumed by the upper stacks
         self.axes, self.rope_delta = cfg.position_axes, 0  # decoding positions: sequence index + rope_delta
+        self.rope_table: tuple[Tensor, Tensor] | None = None  # cos, sin [1, 1, S, D] of sequence indices [0, S)
+        self.compiled = compiled_run_layers() if compile else None
 
     # --- prefill -----------------------------------------------------------------------------------------------
     def prefill(self, inputs: MultimodalInputs) -> PrefillResult:
@@ -116,9 +121,8 @@ class Engine:
     def extend(self, tokens: Tensor) -> None:
         """Feed new tokens [q] through the lower stack; their h_K joins the stream."""
         embeds = self.model.embed_tokens(tokens[None])  # [1, q, C]
-        rope = self.model.rope(self._positions(self.length, self.length + len(tokens)))
-        h, _ = run_layers(self.lower.layers, embeds, rope, self.lower.cache)
-        self._store_h_k(h)
+        rope = self._rope(self.length, self.length + len(tokens))
+        self._store_h_k(self._run(self.lower, embeds, rope))
 
     def draft_logits(self) -> Tensor:
         """Run the twig on the h_K rows it has not seen; logits [V] for the token after the stream."""
@@ -144,10 +148,14 @@ class Engine:
             self.draft.truncate(self.draft_pos)
 
     # --- helpers -----------------------------------------------------------------------------------------------
-    def _positions(self, start: int, end: int) -> Tensor:
-        """Position ids [A, 1, end - start] of sequence indices [start, end) after the prompt."""
-        steps = torch.arange(start + self.rope_delta, end + self.rope_delta, device=self.h_k.device)
-        return steps.expand(self.axes, 1, -1)
+    def _rope(self, start: int, end: int) -> tuple[Tensor, Tensor]:
+        """cos, sin [1, 1, end - start, D] of sequence indices [start, end) after the prompt: slices of a table
+        built once up to the capacity (M-RoPE too: a decoded token has the same position on its three axes)."""
+        if self.rope_table is None or end > self.rope_table[0].shape[2]:
+            steps = torch.arange(self.rope_delta, max(end, self.h_k.shape[1]) + self.rope_delta, device=self.h_k.device)
+            self.rope_table = self.model.rope(steps.expand(self.axes, 1, -1))
+        cos, sin = self.rope_table
+        return cos[:, :, start:end], sin[:, :, start:end]
 
     def _store_h_k(self, h: Tensor) -> None:
         end = self.length + h.shape[1]
@@ -160,10 +168,30 @@ class Engine:
 
     def _consume(self, stacks: list[Stack], start: int) -> Tensor:
         """Run the h_K rows [start, length) through `stacks` in turn, each appending to its cache."""
-        rope = self.model.rope(self._positions(start, self.length))
+        rope = self._rope(start, self.length)
         h = self.h_k[:, start:self.length]
         for stack in stacks:
-            h, _ = run_layers(stack.layers, h, rope, stack.cache)
+            h = self._run(stack, h, rope)
+        return h
+
+    def _run(self, stack: Stack, h: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        """Run `stack` on h [1, q, C], appending to its cache. Compiled, a one-token step has static shapes: the
+        token goes to a slot given as a tensor and every layer attends to the whole preallocated cache under a mask
+        of the slots written; nothing in the graph changes from one token to the next."""
+        cache = stack.cache
+        if self.compiled is None or h.shape[1] != 1:
+            return run_layers(stack.layers, h, rope, cache)[0]
+        cache.reserve(cache.length + 1)
+        slot = torch.tensor([cache.length], device=h.device)  # [1]
+        written = (torch.arange(cache.capacity, device=h.device) <= slot)[None, None, None]  # [1, 1, 1, S]
+        try:
+            h, _ = self.compiled(stack.layers, h, rope, SlotWriter(cache, slot), written)
+        except Exception as e:  # e.g. inductor without a C++ compiler: say so once, decode eagerly
+            print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                  f"decoding without it", file=sys.stderr)
+            _COMPILED["run_layers"] = self.compiled = None
+            return run_layers(stack.layers, h, rope, cache)[0]
+        cache.advance(1)
         return h
 
     def _twig_head(self, h: Tensor) -> Tensor:
@@ -171,3 +199,13 @@ class Engine:
 
     def _target_head(self, h: Tensor) -> Tensor:
         return self.model.logits(h).float()
+
+
+_COMPILED: dict[str, Callable | None] = {}
+
+
+def compiled_run_layers() -> Callable | None:
+    """`run_layers` through torch.compile (inductor), made once per process; None once it has failed."""
+    if "run_layers" not in _COMPILED:
+        _COMPILED["run_layers"] = torch.compile(run_layers, dynamic=False)
+    return _COMPILED["run_layers"]

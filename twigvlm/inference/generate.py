@@ -44,6 +44,7 @@ class TwigVLM(nn.Module):
         super().__init__()
         self.base = base
         self.twig: nn.Module | None = None
+        self.compile_decoding = False  # True: one-token decode steps through torch.compile (see Engine)
         self.attach_twig(twig)
         self.train(base.training)
 
@@ -62,7 +63,7 @@ class TwigVLM(nn.Module):
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if input_ids is None:
             raise ValueError("generate() needs input_ids (the prompt's token ids)")
-        return generate(self.base, self.twig, input_ids, **kwargs)
+        return generate(self.base, self.twig, input_ids, **{"compile_decoding": self.compile_decoding, **kwargs})
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -118,8 +119,9 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
              eos_token_id: int | list[int] | None = None, streamer: Any = None,
              twigvlm_config: dict[str, Any] | None = None, num_beams: int = 1,
              generator: torch.Generator | None = None, decode_context: AbstractContextManager | None = None,
-             **kwargs: Any) -> Tensor | GenerationOutput:
-    """`decode_context`, when given, is entered around the decoding phase only (after prefill), e.g. an op counter."""
+             compile_decoding: bool = False, **kwargs: Any) -> Tensor | GenerationOutput:
+    """`decode_context`, when given, is entered around the decoding phase only (after prefill), e.g. an op counter.
+    `compile_decoding` runs one-token decode steps through torch.compile with static shapes (same tokens)."""
     image_inputs = model.image_inputs(kwargs)
     unsupported = set(kwargs) - set(image_inputs) - _IGNORED_KWARGS
     if unsupported:
@@ -159,7 +161,7 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
                          f"{model.config.max_position_embeddings} or longer: shorten it (or use a smaller image)")
     plan = PruningPlan(config.pruning, config.R, config.retain_ratio, config.finalwipe_layer, config.seed or 0)
     capacity = P + max_new_tokens + config.num_speculations + 2
-    engine = Engine(model, twig, plan, capacity, K=config.K or FASTV_K)
+    engine = Engine(model, twig, plan, capacity, K=config.K or FASTV_K, compile=compile_decoding)
     prefill = engine.prefill(inputs)
     prefill_time = clock.lap()
 

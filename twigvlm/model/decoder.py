@@ -63,6 +63,8 @@ class DecoderConfig:
 class KVStore(Protocol):
     """Where a stack of layers keeps its keys and values (see `twigvlm.inference.cache`)."""
 
+    length: int  # tokens in the cache before the current forward
+
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v [B, Hkv, Q, D] of `layer` after the current length; return all keys/values [B, Hkv, S, D]."""
 
@@ -77,10 +79,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        # statistics in float32, as Llama was trained
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # statistics in float32, as Llama was trained; F.rms_norm is one kernel on a GPU
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 class RotaryEmbedding:
@@ -89,6 +89,7 @@ class RotaryEmbedding:
 
     Plain RoPE has one position axis; M-RoPE (Qwen2-VL and after) three, temporal, height and width: the D/2
     rotary frequencies are split into `sections`, and section i turns with the position on axis i % 3.
+    The sine comes with the sign of `rotate_half` folded in (see `apply_rotary`).
     """
 
     def __init__(self, head_dim: int, theta: float, sections: Sequence[int] | None = None):
@@ -102,7 +103,7 @@ class RotaryEmbedding:
             [torch.full((n,), i % 3, dtype=torch.long, device="cpu") for i, n in enumerate(sections)])
 
     def __call__(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """positions [A, B, Q] (A = 1, or 3 for M-RoPE) -> cos, sin [B, 1, Q, D] in `dtype`."""
+        """positions [A, B, Q] (A = 1, or 3 for M-RoPE) -> cos, signed sin [B, 1, Q, D] in `dtype`."""
         if self.inv_freq.device != positions.device:
             self.inv_freq = self.inv_freq.to(positions.device)
             if self.axis_of_frequency is not None:
@@ -112,17 +113,15 @@ class RotaryEmbedding:
             freqs = freqs[0]
         else:  # frequency f turns with the position on its own axis
             freqs = freqs.gather(0, self.axis_of_frequency.expand(1, *freqs.shape[1:]))[0]  # [B, Q, D/2]
-        emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)  # [B, 1, Q, D]
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        freqs = freqs.unsqueeze(1)  # [B, 1, Q, D/2]
+        cos, sin = freqs.cos(), freqs.sin()
+        return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    return x * cos + rotate_half(x) * sin
+def apply_rotary(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """x * cos + rotate_half(x) * sin, transformers' rotation, with rotate_half(x) = [-x2, x1] written as the halves
+    swapped, [x2, x1], times the sine whose first half is negated (exactly the same products)."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 def repeat_kv(x: Tensor, groups: int) -> Tensor:
@@ -141,8 +140,8 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation: str) -> Tensor:
     """Scaled dot-product attention. q [B, H, Q, D], k/v [B, Hkv, S, D] -> [B, H, Q, D].
 
-    mask None means causal with the queries being the last Q keys; otherwise a bool mask broadcastable to
-    [B, H, Q, S] (True = attend), e.g. causal plus padding in a training batch, or a tree of drafts.
+    mask None means causal with the queries being the last Q keys; otherwise a mask broadcastable to [B, H, Q, S],
+    bool (True = attend) or additive (0 / -inf), e.g. causal plus padding in a training batch, or a tree of drafts.
     """
     q_len, k_len = q.shape[2], k.shape[2]
     if implementation == "flash_attention_2" and mask is None and q.is_cuda:
@@ -152,21 +151,24 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, implementation:
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=q_len > 1)
         return out.transpose(1, 2)
     groups = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
     if implementation == "eager":
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
         scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1])  # [B, H, Q, S]
         if mask is None and q_len > 1:
             mask = causal_mask(q_len, k_len, q.device)
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        elif mask is not None:  # additive
+            scores = scores + mask
         return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
-    if mask is None:
-        if q_len == 1:  # one new token sees every key
-            return F.scaled_dot_product_attention(q, k, v)
-        if q_len == k_len:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if mask is None and q_len > 1 and q_len != k_len:
         mask = causal_mask(q_len, k_len, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # grouped-query heads inside the kernel; CUDA's kernels that take a mask do not, so it gets the heads repeated
+    gqa = groups > 1 and (mask is None or not q.is_cuda)
+    if groups > 1 and not gqa:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q_len > 1,
+                                          enable_gqa=gqa)
 
 
 def query_attention(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -188,6 +190,52 @@ def last_query_attention(q_last: Tensor, k: Tensor) -> Tensor:
     return query_attention(q_last, k).squeeze(2)
 
 
+class FusedLinear:
+    """Linear layers that read the same input, run as ONE matmul with the output rows of all of them.
+
+    For inference (eval mode, no gradients) their weights are concatenated once into one tensor and each layer's
+    parameters become views of their rows: the names, the state dict and the storage stay the layers' own (nothing
+    is doubled, a checkpoint loaded in place lands in the fused tensor); a parameter replaced since (`.to()`, a deep
+    copy) is noticed by its address and the fusion redone. In training mode or with gradients the layers run one by
+    one as written: autograd, module hooks, and optimizers that own the parameters' storage (DeepSpeed's flat
+    buffers) see what they expect. `residual` is added by the same kernel (addmm).
+    """
+
+    def __init__(self, *linears: nn.Linear):
+        self.linears = linears
+        self.fused: tuple[Tensor, Tensor | None] | None = None  # weight [sum out, in] transposed, bias [sum out]
+        self.addresses: list[int] = []
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """x [N, in] (+ residual [N, sum out]) -> [N, sum out]."""
+        if torch.is_grad_enabled() or self.linears[0].training:
+            out = torch.cat([linear(x) for linear in self.linears], dim=-1)
+            return out if residual is None else residual + out
+        weight_t, bias = self._weights()
+        if residual is None:
+            return x.mm(weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+        return torch.addmm(residual if bias is None else residual + bias, x, weight_t)
+
+    def _weights(self) -> tuple[Tensor, Tensor | None]:
+        params = [p for linear in self.linears for p in (linear.weight, linear.bias) if p is not None]
+        changed = not torch.compiler.is_compiling() and [p.data_ptr() for p in params] != self.addresses
+        if self.fused is None or changed:  # (a compiled graph runs what the eager warm-up fused)
+            self.fused = (_fuse([linear.weight for linear in self.linears]).t(),
+                          None if self.linears[0].bias is None else _fuse([linear.bias for linear in self.linears]))
+            self.addresses = [p.data_ptr() for p in params]
+        return self.fused
+
+
+def _fuse(params: list[nn.Parameter]) -> Tensor:
+    """Concatenate parameters along dim 0 and make each a view of its rows of the result."""
+    fused = torch.cat([p.detach() for p in params]) if len(params) > 1 else params[0].detach()
+    start = 0
+    for p in params:
+        p.data = fused[start:start + p.shape[0]]
+        start += p.shape[0]
+    return fused
+
+
 class Attention(nn.Module):
     def __init__(self, config: DecoderConfig, implementation: str = "sdpa"):
         super().__init__()
@@ -198,26 +246,27 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
+        self.qkv, self.out = FusedLinear(self.q_proj, self.k_proj, self.v_proj), FusedLinear(self.o_proj)
         self.implementation = implementation
 
-    def project(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, Q, C] -> q [B, H, Q, D] and k, v [B, Hkv, Q, D], q and k rotated to their positions."""
-        b, q_len, _ = x.shape
-        q = self.q_proj(x).view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        return apply_rotary(q, *rope), apply_rotary(k, *rope), v
+    def project(self, x: Tensor, batch: int, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B*Q, C] -> q [B, H, Q, D] and k, v [B, Hkv, Q, D], q and k rotated to their positions."""
+        heads = self.num_heads + 2 * self.num_kv_heads
+        qkv = self.qkv(x).view(batch, -1, heads, self.head_dim).transpose(1, 2)  # [B, H + 2 Hkv, Q, D]
+        qk, v = qkv.split([self.num_heads + self.num_kv_heads, self.num_kv_heads], dim=1)
+        q, k = apply_rotary(qk, *rope).split([self.num_heads, self.num_kv_heads], dim=1)  # one rotation for both
+        return q, k, v
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], kv: tuple[KVStore, int] | None,
-                mask: Tensor | None, score_last: bool) -> tuple[Tensor, Tensor | None]:
-        b, q_len, _ = x.shape
-        q, k, v = self.project(x, rope)  # [B, H, Q, D], [B, Hkv, Q, D] x 2
+    def forward(self, x: Tensor, residual: Tensor, batch: int, rope: tuple[Tensor, Tensor],
+                kv: tuple[KVStore, int] | None, mask: Tensor | None, score_last: bool) -> tuple[Tensor, Tensor | None]:
+        """x [B*Q, C] (normalised) -> residual + attention output [B*Q, C]."""
+        q, k, v = self.project(x, batch, rope)  # [B, H, Q, D], [B, Hkv, Q, D] x 2
         if kv is not None:
             store, layer = kv
             k, v = store.update(layer, k, v)  # [B, Hkv, S, D]
         out = attend(q, k, v, mask, self.implementation)  # [B, H, Q, D]
         scores = last_query_attention(q[:, :, -1:], k) if score_last else None
-        return self.o_proj(out.transpose(1, 2).reshape(b, q_len, -1)), scores
+        return self.out(out.transpose(1, 2).reshape(x.shape[0], -1), residual), scores
 
 
 class MLP(nn.Module):
@@ -229,9 +278,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(c, i, bias=bias)
         self.up_proj = nn.Linear(c, i, bias=bias)
         self.down_proj = nn.Linear(i, c, bias=bias)
+        self.gate_up, self.down = FusedLinear(self.gate_proj, self.up_proj), FusedLinear(self.down_proj)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        """x [N, C] (normalised) -> residual + MLP output [N, C]."""
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up, residual)
 
 
 class DecoderLayer(nn.Module):
@@ -244,17 +296,19 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], kv: tuple[KVStore, int] | None = None,
                 mask: Tensor | None = None, score_last: bool = False) -> tuple[Tensor, Tensor | None]:
-        attn, scores = self.self_attn(self.input_layernorm(x), rope, kv, mask, score_last)
-        x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), scores
+        b, q, c = x.shape
+        x = x.reshape(b * q, c)  # rows: every projection is one 2-D matmul
+        x, scores = self.self_attn(self.input_layernorm(x), x, b, rope, kv, mask, score_last)
+        return self.mlp(self.post_attention_layernorm(x), x).view(b, q, c), scores
 
     def attention_of_rows(self, x: Tensor, rope: tuple[Tensor, Tensor], rows: Tensor,
                           key_valid: Tensor | None = None) -> Tensor:
         """This layer's attention probabilities [B, H, Q, S] of the rows `rows` [B, Q] of its input x [B, S, C]
         (no cache: causal, and keys where key_valid [B, S] is False are never attended)."""
-        q, k, _ = self.self_attn.project(self.input_layernorm(x), rope)  # [B, H, S, D], [B, Hkv, S, D]
+        b, s, c = x.shape
+        q, k, _ = self.self_attn.project(self.input_layernorm(x.reshape(b * s, c)), b, rope)  # [B, H|Hkv, S, D]
         q = q.gather(2, rows[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))  # [B, H, Q, D]
-        mask = rows[:, :, None] >= torch.arange(x.shape[1], device=x.device)  # [B, Q, S]: causal
+        mask = rows[:, :, None] >= torch.arange(s, device=x.device)  # [B, Q, S]: causal
         if key_valid is not None:
             mask = mask & key_valid[:, None, :]
         return query_attention(q, k, mask[:, None])
@@ -267,9 +321,15 @@ def run_layers(layers: Sequence[DecoderLayer], x: Tensor, rope: tuple[Tensor, Te
     training) shares.
 
     With a cache, layer i of the range is layer i of the cache; the new tokens are appended and committed at the
-    end. With `score_last_layer`, also return the last layer's attention of the last query row [B, H, S].
-    Gradient checkpointing (training, no cache) recomputes each layer in the backward pass.
+    end. `mask` (bool, True = attend, or additive; broadcastable to [B, H, Q, S]) is over all S keys; None is
+    causal, built here once for every layer when new tokens follow cached ones. With `score_last_layer`, also
+    return the last layer's attention of the last query row [B, H, S]. Gradient checkpointing (training, no
+    cache) recomputes each layer in the backward pass.
     """
+    q_len = x.shape[1]
+    if mask is None and cache is not None and cache.length and q_len > 1 and \
+            layers and layers[0].self_attn.implementation != "flash_attention_2":  # flash aligns causal itself
+        mask = causal_mask(q_len, cache.length + q_len, x.device)
     scores = None
     for i, layer in enumerate(layers):
         score = score_last_layer and i == len(layers) - 1
@@ -280,7 +340,7 @@ def run_layers(layers: Sequence[DecoderLayer], x: Tensor, rope: tuple[Tensor, Te
             x, scores_i = layer(x, rope, kv, mask, score)
         scores = scores_i if score else scores
     if cache is not None:
-        cache.advance(x.shape[1])
+        cache.advance(q_len)
     return x, scores
 
 
