@@ -41,6 +41,14 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length}")
         self.length = length
 
+    def keep(self, start: int, rows: Tensor) -> None:
+        """Keep the tokens at `rows` (ascending, >= start) at start, start + 1, ...; forget everything after them
+        (a draft tree's kept nodes, or its accepted path)."""
+        end = start + len(rows)
+        self.k[:, :, :, start:end] = self.k[:, :, :, rows]
+        self.v[:, :, :, start:end] = self.v[:, :, :, rows]
+        self.length = end
+
     def _grow(self, needed: int) -> None:
         # rare: only when a caller under-estimated the capacity; doubling keeps it amortised O(1)
         extra = max(needed, 2 * self.capacity) - self.capacity

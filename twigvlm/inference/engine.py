@@ -10,6 +10,10 @@ layer [0, K) runs twice for a token. Prefill is where pruning happens: the middl
 visual tokens, the top stack none, each at its ORIGINAL position (`pruning.pruned_forward`). Decoded tokens sit
 at sequence index + the prompt's rope delta (0 for plain RoPE; M-RoPE's images take fewer positions than tokens).
 After a rejection, `rollback` sets every cache and cursor back to the accepted length.
+
+Tree drafts (`open_tree`): the rows after the root are the nodes of a draft tree (`TreeRows`), each at position
+root + depth and attending to the cache before the root and to its own ancestors; `keep_tree` keeps some of those
+rows, in order, in the stream and every cache (the best nodes before verifying; the accepted path after it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 from twigvlm.inference.cache import KVCache
 from twigvlm.inference.pruning import (LayerGroups, PruningPlan, choose_visual_tokens, kept_rows, pruned_forward,
                                        unpruned_report, visual_scores)
+from twigvlm.inference.tree import TreeRows
 from twigvlm.model.decoder import run_layers
 from twigvlm.model.family import MultimodalInputs, VisionLanguageModel
 
@@ -73,6 +78,8 @@ class Engine:
         self.draft_pos = 0  # h_K rows consumed by the twig
         self.target_pos = 0  # h_K rows consumed by the upper stacks
         self.axes, self.rope_delta = cfg.position_axes, 0  # decoding positions: sequence index + rope_delta
+        self.tree: TreeRows | None = None  # the stream's rows from `tree_start` on, when they are a draft tree
+        self.tree_start = 0
 
     # --- prefill -----------------------------------------------------------------------------------------------
     def prefill(self, inputs: MultimodalInputs) -> PrefillResult:
@@ -112,18 +119,22 @@ class Engine:
         return PrefillResult(self._target_head(h[:, -1])[0], draft_logits, kept, visual)
 
     # --- decoding steps ----------------------------------------------------------------------------------------
-    def extend(self, tokens: Tensor) -> None:
-        """Feed new tokens [q] through the lower stack; their h_K joins the stream."""
+    def extend(self, tokens: Tensor, parents: list[int] | None = None) -> None:
+        """Feed new tokens [q] through the lower stack; their h_K joins the stream. In a tree, `parents` are their
+        parents' rows (counted from the root)."""
+        if parents is not None:
+            self.tree.append(parents)
         embeds = self.model.embed_tokens(tokens[None])  # [1, q, C]
-        rope = self.model.rope(self._positions(self.length, self.length + len(tokens)))
-        h, _ = run_layers(self.lower.layers, embeds, rope, self.lower.cache)
+        rope, mask = self._rope_and_mask(self.lower, self.length, self.length + len(tokens))
+        h, _ = run_layers(self.lower.layers, embeds, rope, self.lower.cache, mask)
         self._store_h_k(h)
 
-    def draft_logits(self) -> Tensor:
-        """Run the twig on the h_K rows it has not seen; logits [V] for the token after the stream."""
+    def draft_logits(self, rows: int = 1) -> Tensor:
+        """Run the twig on the h_K rows it has not seen; logits [rows, V] of the last `rows` of them (the last
+        one's: the twig's guess at the token after the stream)."""
         h = self._consume([self.draft], self.draft_pos)
         self.draft_pos = self.length
-        return self._twig_head(h[:, -1])[0]
+        return self._twig_head(h[:, -rows:])[0]
 
     def target_logits(self) -> Tensor:
         """Run layers [K, N) on the h_K rows they have not seen; logits [q, V], one per consumed row."""
@@ -142,6 +153,34 @@ class Engine:
             self.draft_pos = min(self.draft_pos, length)
             self.draft.truncate(self.draft_pos)
 
+    # --- draft trees ----------------------------------------------------------------------------------------------
+    def open_tree(self) -> None:
+        """The last row of the stream becomes the root of a draft tree; `extend(tokens, parents)` grows it."""
+        self.tree, self.tree_start = TreeRows(self.h_k.device), self.length - 1
+
+    def keep_tree(self, rows: list[int], close: bool = False) -> None:
+        """Keep only the tree rows `rows` (counted from the root, ascending, the root first) in the stream and every
+        cache, in that order; with `close`, they are a path, now an ordinary sequence."""
+        start, index = self.tree_start, torch.tensor(rows, device=self.h_k.device) + self.tree_start
+        self.tree.keep(rows)
+        if close:
+            self.tree = None
+
+        def keep(stack: Stack, cursor: int) -> int:  # compact the rows `stack` has seen; its new cursor
+            if cursor <= start:
+                return cursor
+            seen = sum(row < cursor - start for row in rows)  # rows is ascending: the first `seen` of them
+            stack.cache.keep(start - stack.pruned, index[:seen] - stack.pruned)
+            return start + seen
+
+        self.h_k[:, start:start + len(rows)] = self.h_k[:, index]
+        keep(self.lower, self.length)
+        self.length = start + len(rows)
+        keep(self.middle, self.target_pos)
+        self.target_pos = keep(self.top, self.target_pos)
+        if self.draft is not None:
+            self.draft_pos = keep(self.draft, self.draft_pos)
+
     # --- helpers -----------------------------------------------------------------------------------------------
     def _positions(self, start: int, end: int) -> Tensor:
         """Position ids [A, 1, end - start] of sequence indices [start, end) after the prompt."""
@@ -157,12 +196,25 @@ class Engine:
         self.h_k[:, self.length:end] = h
         self.length = end
 
+    def _rope_and_mask(self, stack: Stack, start: int, end: int) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """Rotary cos/sin for the stream rows [start, end) and their attention mask in `stack` [1, 1, q, S] (None:
+        causal). Rows up to a tree's root are a sequence; tree rows sit at root + depth and see their ancestors."""
+        if self.tree is None or end <= self.tree_start + 1:
+            return self.model.rope(self._positions(start, end)), None
+        if start < self.tree_start:
+            raise ValueError(f"rows [{start}, {end}) straddle the root of a draft tree at {self.tree_start}")
+        rows = slice(start - self.tree_start, end - self.tree_start)
+        positions = (self.tree.depth[rows] + self.tree_start + self.rope_delta).expand(self.axes, 1, -1)
+        before = torch.ones(end - start, self.tree_start - stack.pruned, dtype=torch.bool, device=self.h_k.device)
+        mask = torch.cat([before, self.tree.visible[rows, :rows.stop]], dim=1)  # [q, S]
+        return self.model.rope(positions), mask[None, None]
+
     def _consume(self, stacks: list[Stack], start: int) -> Tensor:
         """Run the h_K rows [start, length) through `stacks` in turn, each appending to its cache."""
-        rope = self.model.rope(self._positions(start, self.length))
         h = self.h_k[:, start:self.length]
         for stack in stacks:
-            h, _ = run_layers(stack.layers, h, rope, stack.cache)
+            rope, mask = self._rope_and_mask(stack, start, self.length)
+            h, _ = run_layers(stack.layers, h, rope, stack.cache, mask)
         return h
 
     def _twig_head(self, h: Tensor) -> Tensor:
