@@ -45,6 +45,8 @@ class KVCache:
         """Keep the tokens at `rows` (ascending, >= start) at start, start + 1, ...; forget everything after them
         (a draft tree's kept nodes, or its accepted path)."""
         end = start + len(rows)
+        if end > self.capacity:  # only a stack of no layers, never written, can be short of room here
+            self._grow(end)
         self.k[:, :, :, start:end] = self.k[:, :, :, rows]
         self.v[:, :, :, start:end] = self.v[:, :, :, rows]
         self.length = end

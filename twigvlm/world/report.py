@@ -23,7 +23,7 @@ from twigvlm.eval.table import format_table
 METHODS = {"twig": "TTP (twig)", "fastv": "FastV", "random": "random"}
 # <checkpoint>_R<R>_<pruning>_<strategy><subset>, as common.sh and shapes.sh name a run
 RUN_NAME = re.compile(r"_R(?P<R>all|[0-9.]+)_(?P<pruning>twig|fastv|random|none)_"
-                      r"(?:self_speculative|autoregressive)(?P<subset>.*)$")
+                      r"(?:self_speculative|tree_speculative|autoregressive)(?P<subset>.*)$")
 
 
 def collect(scores_dir: Path, subset: str) -> dict[tuple[str, str], float]:
