@@ -125,8 +125,9 @@ class Engine:
         if parents is not None:
             self.tree.append(parents)
         embeds = self.model.embed_tokens(tokens[None])  # [1, q, C]
-        rope, mask = self._rope_and_mask(self.lower, self.length, self.length + len(tokens))
-        h, _ = run_layers(self.lower.layers, embeds, rope, self.lower.cache, mask)
+        end = self.length + len(tokens)
+        h, _ = run_layers(self.lower.layers, embeds, self._rope(self.length, end), self.lower.cache,
+                          self._mask(self.lower, self.length, end))
         self._store_h_k(h)
 
     def draft_logits(self, rows: int = 1) -> Tensor:
@@ -196,25 +197,30 @@ class Engine:
         self.h_k[:, self.length:end] = h
         self.length = end
 
-    def _rope_and_mask(self, stack: Stack, start: int, end: int) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
-        """Rotary cos/sin for the stream rows [start, end) and their attention mask in `stack` [1, 1, q, S] (None:
-        causal). Rows up to a tree's root are a sequence; tree rows sit at root + depth and see their ancestors."""
+    def _rope(self, start: int, end: int) -> tuple[Tensor, Tensor]:
+        """Rotary cos/sin for the stream rows [start, end): sequence index + rope delta; tree rows at root + depth."""
         if self.tree is None or end <= self.tree_start + 1:
-            return self.model.rope(self._positions(start, end)), None
+            return self.model.rope(self._positions(start, end))
+        depth = self.tree.depth[start - self.tree_start:end - self.tree_start]
+        return self.model.rope((depth + self.tree_start + self.rope_delta).expand(self.axes, 1, -1))
+
+    def _mask(self, stack: Stack, start: int, end: int) -> Tensor | None:
+        """The attention mask of the stream rows [start, end) in `stack` [1, 1, q, S] (None: causal). Rows up to a
+        tree's root are a sequence; tree rows see the cache before the root, their ancestors and themselves."""
+        if self.tree is None or end <= self.tree_start + 1:
+            return None
         if start < self.tree_start:
             raise ValueError(f"rows [{start}, {end}) straddle the root of a draft tree at {self.tree_start}")
-        rows = slice(start - self.tree_start, end - self.tree_start)
-        positions = (self.tree.depth[rows] + self.tree_start + self.rope_delta).expand(self.axes, 1, -1)
         before = torch.ones(end - start, self.tree_start - stack.pruned, dtype=torch.bool, device=self.h_k.device)
-        mask = torch.cat([before, self.tree.visible[rows, :rows.stop]], dim=1)  # [q, S]
-        return self.model.rope(positions), mask[None, None]
+        tree = self.tree.visible[start - self.tree_start:end - self.tree_start, :end - self.tree_start]
+        return torch.cat([before, tree], dim=1)[None, None]  # [1, 1, q, S]
 
     def _consume(self, stacks: list[Stack], start: int) -> Tensor:
         """Run the h_K rows [start, length) through `stacks` in turn, each appending to its cache."""
+        rope = self._rope(start, self.length)
         h = self.h_k[:, start:self.length]
         for stack in stacks:
-            rope, mask = self._rope_and_mask(stack, start, self.length)
-            h, _ = run_layers(stack.layers, h, rope, stack.cache, mask)
+            h, _ = run_layers(stack.layers, h, rope, stack.cache, self._mask(stack, start, self.length))
         return h
 
     def _twig_head(self, h: Tensor) -> Tensor:
