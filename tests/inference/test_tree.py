@@ -254,7 +254,7 @@ def test_sampled_tree_ssd_matches_the_targets_distribution_end_to_end(clip_dir, 
                                        ).logits[0, -1:], sampling)[0]
         exact = torch.stack([law([])[a] * law([a])[b] * law([a, b]) for a in range(8) for b in range(8)]).flatten()
     g = torch.Generator().manual_seed(1)
-    n, counts, accepted = 1500, torch.zeros(512), 0
+    n, counts, accepted = 1000, torch.zeros(512), 0
     for _ in range(n):  # 4 tokens: a tree of depth 2 after the first, so t2 and t3 can both be accepted drafts
         out = drafting.generate(ids, max_new_tokens=4, do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p,
                                 eos_token_id=-1, generator=g,
