@@ -26,7 +26,8 @@ def result() -> dict:
 def test_every_setup_and_the_transformers_reference_is_run(result):
     setups = {(run["strategy"], run["pruning"]) for run in result["runs"]}
     assert setups == {("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
-                      ("self_speculative", "none"), ("transformers", "none")}
+                      ("self_speculative", "none"), ("tree_speculative", "twig"), ("tree_speculative", "none"),
+                      ("transformers", "none")}
     for run in result["runs"]:
         assert run["tokens_per_second"] > 0 and run["prefill_seconds"] > 0
         passes = 1 if run["strategy"] == "transformers" else 2  # our setups run interleaved, --repeats times
@@ -35,9 +36,9 @@ def test_every_setup_and_the_transformers_reference_is_run(result):
         assert run["R"] == (64 if run["pruning"] == "twig" else None)
 
 
-def test_self_speculative_runs_report_acceptance_and_match_autoregressive(result):
+def test_speculative_runs_report_acceptance_and_match_autoregressive(result):
     for run in result["runs"]:
-        if run["strategy"] == "self_speculative":
+        if run["strategy"] in ("self_speculative", "tree_speculative"):
             assert 0 <= run["acceptance_rate"] <= 1 and run["mean_accepted_length"] >= 1
             assert run["same_output_as_autoregressive"] is True
         else:
@@ -82,4 +83,5 @@ def test_a_qwen_shaped_model_runs_every_setup_with_a_retain_ratio():
     runs = {(run["strategy"], run["pruning"]): run for run in result["runs"]}
     assert runs["autoregressive", "none"]["visual_tokens_average"] == 256  # a 448 x 448 px image
     assert runs["self_speculative", "twig"]["R"] == pytest.approx(0.2 * 256)
-    assert all(run["same_output_as_autoregressive"] for run in result["runs"] if run["strategy"] == "self_speculative")
+    assert all(run["same_output_as_autoregressive"] for run in result["runs"]
+               if run["strategy"] in ("self_speculative", "tree_speculative"))

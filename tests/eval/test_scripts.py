@@ -130,7 +130,7 @@ def test_a_missing_base_checkpoint_is_named(env, workdir):
     (["-R", "192", "-p", "none"], "use --no-prune instead of -R 192"),
     (["--no-prune", "-p", "fastv"], "does not go with -p fastv"),
     (["-R", "lots"], "-R must be a number of visual tokens"),
-    (["-R", "192", "-s", "speculative"], "-s must be self_speculative or autoregressive"),
+    (["-R", "192", "-s", "speculative"], "-s must be self_speculative, tree_speculative or autoregressive"),
     (["-R"], "-R needs a value"),
 ])
 def test_flags_that_cannot_run_are_refused_before_any_work(env, workdir, flags, message):

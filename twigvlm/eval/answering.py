@@ -10,8 +10,9 @@
 LLaVA's flags, plus the twig's: --twig PATH, --twig-K (for twigs in the public format, which do not record K),
 --retained_tokens/-R (the average number of visual tokens kept per layer; `all` keeps them all) or --retain-ratio
 (that average as a share of each image's visual tokens), --pruning twig|fastv|random|none (default: twig given
---twig and a budget, else none), --generation-strategy self_speculative|autoregressive (default: self_speculative
-with a twig), --device, --dtype, --attn-implementation. --model-path may be any supported family's checkpoint
+--twig and a budget, else none), --generation-strategy self_speculative|tree_speculative|autoregressive (default:
+self_speculative with a twig; a tree's shape: --tree-depth, --tree-top-k, --tree-nodes), --device, --dtype,
+--attn-implementation. --model-path may be any supported family's checkpoint
 (LLaVA-1.5, Qwen2.5-VL): prompts are written in its chat format (--conv-mode applies to LLaVA's).
 
 A generator module (`model_vqa_loader`, `model_vqa`, `model_vqa_science`, `model_vqa_mmbench`) says how its

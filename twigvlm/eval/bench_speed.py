@@ -8,7 +8,8 @@
     python -m twigvlm.eval.bench_speed --random-model qwen-tiny --json                   # one JSON object
 
 Setups (the same prompts, after a warm-up): autoregressive without pruning, autoregressive with TTP at R,
-self-speculative with TTP at R, self-speculative without pruning, interleaved (each prompt goes through every setup
+self-speculative (a chain of drafts) and tree-speculative (a tree of drafts, shaped by --tree-depth, --tree-top-k
+and --tree-nodes) each with TTP at R and without pruning, interleaved (each prompt goes through every setup
 in turn, --repeats times) so that their ratios are measured side by side; then transformers' own `generate` on the
 same weights (its class for the family) as the reference for the unpruned autoregressive path.
 Besides speed, each setup's decoding phase is counted once, on the first prompt, under a dispatch hook (`OpCounter`):
@@ -46,7 +47,7 @@ WORLD_IMAGES = ["assets/shapes.png", "assets/bench/scene0.png", "assets/bench/sc
 
 @dataclass
 class Run:
-    strategy: str  # autoregressive | self_speculative | transformers
+    strategy: str  # autoregressive | self_speculative | tree_speculative | transformers
     pruning: str  # none | twig | fastv
     R: float | None  # the budget: R, or the retain ratio x V of the first prompt
     tokens_per_second: float  # decoding tokens / decoding seconds (prefill excluded), median over prompts
@@ -80,7 +81,7 @@ class OpCounter(TorchDispatchMode):
 
 
 SETUPS = [("autoregressive", "none"), ("autoregressive", "twig"), ("self_speculative", "twig"),
-          ("self_speculative", "none")]
+          ("self_speculative", "none"), ("tree_speculative", "twig"), ("tree_speculative", "none")]
 Prompt = dict[str, Any]  # generate()'s inputs for one prompt
 
 
@@ -173,7 +174,8 @@ def real_prompts(chat, args: argparse.Namespace) -> list[Prompt]:
 def generation_fn(model: TwigVLM, strategy: str, pruning: str, stop: list[int],
                   args: argparse.Namespace) -> Callable[..., Any]:
     budget = {"attention_rank": args.retained_tokens, "retain_ratio": args.retain_ratio} if pruning != "none" else {}
-    config = TwigVLMConfig.from_dict({"generation_strategy": strategy, "pruning": pruning, **budget},
+    tree = {name: getattr(args, name) for name in ("tree_depth", "tree_top_k", "tree_nodes")}
+    config = TwigVLMConfig.from_dict({"generation_strategy": strategy, "pruning": pruning, **budget, **tree},
                                      has_twig=True).to_dict()
     return lambda prompt, **kw: model.generate(**prompt, max_new_tokens=args.max_new_tokens,
                                                eos_token_id=-1 if args.ignore_eos else stop, twigvlm_config=config,

@@ -45,6 +45,15 @@ class KVCache:
             raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length}")
         self.length = length
 
+    def keep(self, start: int, rows: Tensor) -> None:
+        """Keep the tokens at `rows` (ascending, >= start) at start, start + 1, ...; forget everything after them
+        (a draft tree's kept nodes, or its accepted path)."""
+        end = start + len(rows)
+        self.reserve(end)  # only a stack of no layers, never written, can be short of room here
+        for t in (*self.k, *self.v):  # [B, Hkv, capacity, D]
+            t[:, :, start:end] = t[:, :, rows]
+        self.length = end
+
     def reserve(self, needed: int) -> None:
         """Room for `needed` tokens. Rare: only when a caller under-estimated the capacity; doubling keeps it
         amortised O(1)."""

@@ -10,6 +10,10 @@ layer [0, K) runs twice for a token. Prefill is where pruning happens: the middl
 visual tokens, the top stack none, each at its ORIGINAL position (`pruning.pruned_forward`). Decoded tokens sit
 at sequence index + the prompt's rope delta (0 for plain RoPE; M-RoPE's images take fewer positions than tokens).
 After a rejection, `rollback` sets every cache and cursor back to the accepted length.
+
+Tree drafts (`open_tree`): the rows after the root are the nodes of a draft tree (`TreeRows`), each at position
+root + depth and attending to the cache before the root and to its own ancestors; `keep_tree` keeps some of those
+rows, in order, in the stream and every cache (the best nodes before verifying; the accepted path after it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import Tensor, nn
 from twigvlm.inference.cache import KVCache, SlotWriter
 from twigvlm.inference.pruning import (LayerGroups, PruningPlan, choose_visual_tokens, kept_rows, pruned_forward,
                                        unpruned_report, visual_scores)
+from twigvlm.inference.tree import TreeRows
 from twigvlm.model.decoder import run_layers
 from twigvlm.model.family import MultimodalInputs, VisionLanguageModel
 
@@ -79,6 +84,8 @@ class Engine:
         self.axes, self.rope_delta = cfg.position_axes, 0  # decoding positions: sequence index + rope_delta
         self.rope_table: tuple[Tensor, Tensor] | None = None  # cos, sin [1, 1, S, D] of sequence indices [0, S)
         self.compiled = compiled_run_layers() if compile else None
+        self.tree: TreeRows | None = None  # the stream's rows from `tree_start` on, when they are a draft tree
+        self.tree_start = 0
 
     # --- prefill -----------------------------------------------------------------------------------------------
     def prefill(self, inputs: MultimodalInputs) -> PrefillResult:
@@ -118,17 +125,22 @@ class Engine:
         return PrefillResult(self._target_head(h[:, -1])[0], draft_logits, kept, visual, scores)
 
     # --- decoding steps ----------------------------------------------------------------------------------------
-    def extend(self, tokens: Tensor) -> None:
-        """Feed new tokens [q] through the lower stack; their h_K joins the stream."""
+    def extend(self, tokens: Tensor, parents: list[int] | None = None) -> None:
+        """Feed new tokens [q] through the lower stack; their h_K joins the stream. In a tree, `parents` are their
+        parents' rows (counted from the root)."""
+        if parents is not None:
+            self.tree.append(parents)
         embeds = self.model.embed_tokens(tokens[None])  # [1, q, C]
-        rope = self._rope(self.length, self.length + len(tokens))
-        self._store_h_k(self._run(self.lower, embeds, rope))
+        end = self.length + len(tokens)
+        self._store_h_k(self._run(self.lower, embeds, self._rope(self.length, end),
+                                  self._mask(self.lower, self.length, end)))
 
-    def draft_logits(self) -> Tensor:
-        """Run the twig on the h_K rows it has not seen; logits [V] for the token after the stream."""
+    def draft_logits(self, rows: int = 1) -> Tensor:
+        """Run the twig on the h_K rows it has not seen; logits [rows, V] of the last `rows` of them (the last
+        one's: the twig's guess at the token after the stream)."""
         h = self._consume([self.draft], self.draft_pos)
         self.draft_pos = self.length
-        return self._twig_head(h[:, -1])[0]
+        return self._twig_head(h[:, -rows:])[0]
 
     def target_logits(self) -> Tensor:
         """Run layers [K, N) on the h_K rows they have not seen; logits [q, V], one per consumed row."""
@@ -147,15 +159,47 @@ class Engine:
             self.draft_pos = min(self.draft_pos, length)
             self.draft.truncate(self.draft_pos)
 
+    # --- draft trees ----------------------------------------------------------------------------------------------
+    def open_tree(self) -> None:
+        """The last row of the stream becomes the root of a draft tree; `extend(tokens, parents)` grows it."""
+        self.tree, self.tree_start = TreeRows(self.h_k.device), self.length - 1
+
+    def keep_tree(self, rows: list[int], close: bool = False) -> None:
+        """Keep only the tree rows `rows` (counted from the root, ascending, the root first) in the stream and every
+        cache, in that order; with `close`, they are a path, now an ordinary sequence."""
+        start, index = self.tree_start, torch.tensor(rows, device=self.h_k.device) + self.tree_start
+        self.tree.keep(rows)
+        if close:
+            self.tree = None
+
+        def keep(stack: Stack, cursor: int) -> int:  # compact the rows `stack` has seen; its new cursor
+            if cursor <= start:
+                return cursor
+            seen = sum(row < cursor - start for row in rows)  # rows is ascending: the first `seen` of them
+            stack.cache.keep(start - stack.pruned, index[:seen] - stack.pruned)
+            return start + seen
+
+        self.h_k[:, start:start + len(rows)] = self.h_k[:, index]
+        keep(self.lower, self.length)
+        self.length = start + len(rows)
+        keep(self.middle, self.target_pos)
+        self.target_pos = keep(self.top, self.target_pos)
+        if self.draft is not None:
+            self.draft_pos = keep(self.draft, self.draft_pos)
+
     # --- helpers -----------------------------------------------------------------------------------------------
     def _rope(self, start: int, end: int) -> tuple[Tensor, Tensor]:
-        """cos, sin [1, 1, end - start, D] of sequence indices [start, end) after the prompt: slices of a table
-        built once up to the capacity (M-RoPE too: a decoded token has the same position on its three axes)."""
+        """cos, sin [1, 1, end - start, D] of the stream rows [start, end): sequence index + rope delta, tree rows at
+        root + depth; rows of a table built once up to the capacity (M-RoPE too: a decoded token has the same
+        position on its three axes)."""
         if self.rope_table is None or end > self.rope_table[0].shape[2]:
             steps = torch.arange(self.rope_delta, max(end, self.h_k.shape[1]) + self.rope_delta, device=self.h_k.device)
             self.rope_table = self.model.rope(steps.expand(self.axes, 1, -1))
         cos, sin = self.rope_table
-        return cos[:, :, start:end], sin[:, :, start:end]
+        if self.tree is None or end <= self.tree_start + 1:
+            return cos[:, :, start:end], sin[:, :, start:end]
+        rows = self.tree.depth[start - self.tree_start:end - self.tree_start] + self.tree_start  # tree: root + depth
+        return cos[:, :, rows], sin[:, :, rows]
 
     def _store_h_k(self, h: Tensor) -> None:
         end = self.length + h.shape[1]
@@ -166,21 +210,33 @@ class Engine:
         self.h_k[:, self.length:end] = h
         self.length = end
 
+    def _mask(self, stack: Stack, start: int, end: int) -> Tensor | None:
+        """The attention mask of the stream rows [start, end) in `stack` [1, 1, q, S] (None: causal). Rows up to a
+        tree's root are a sequence; tree rows see the cache before the root, their ancestors and themselves."""
+        if self.tree is None or end <= self.tree_start + 1:
+            return None
+        if start < self.tree_start:
+            raise ValueError(f"rows [{start}, {end}) straddle the root of a draft tree at {self.tree_start}")
+        before = torch.ones(end - start, self.tree_start - stack.pruned, dtype=torch.bool, device=self.h_k.device)
+        tree = self.tree.visible[start - self.tree_start:end - self.tree_start, :end - self.tree_start]
+        return torch.cat([before, tree], dim=1)[None, None]  # [1, 1, q, S]
+
     def _consume(self, stacks: list[Stack], start: int) -> Tensor:
         """Run the h_K rows [start, length) through `stacks` in turn, each appending to its cache."""
         rope = self._rope(start, self.length)
         h = self.h_k[:, start:self.length]
         for stack in stacks:
-            h = self._run(stack, h, rope)
+            h = self._run(stack, h, rope, self._mask(stack, start, self.length))
         return h
 
-    def _run(self, stack: Stack, h: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        """Run `stack` on h [1, q, C], appending to its cache. Compiled, a one-token step has static shapes: the
-        token goes to a slot given as a tensor and every layer attends to the whole preallocated cache under a mask
-        of the slots written; nothing in the graph changes from one token to the next."""
+    def _run(self, stack: Stack, h: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None = None) -> Tensor:
+        """Run `stack` on h [1, q, C] under `mask` (None: causal), appending to its cache. Compiled, a one-token
+        causal step has static shapes: the token goes to a slot given as a tensor and every layer attends to the
+        whole preallocated cache under a mask of the slots written; nothing in the graph changes from one token to
+        the next."""
         cache = stack.cache
-        if self.compiled is None or h.shape[1] != 1:
-            return run_layers(stack.layers, h, rope, cache)[0]
+        if self.compiled is None or h.shape[1] != 1 or mask is not None:
+            return run_layers(stack.layers, h, rope, cache, mask)[0]
         cache.reserve(cache.length + 1)
         slot = torch.tensor([cache.length], device=h.device)  # [1]
         written = (torch.arange(cache.capacity, device=h.device) <= slot)[None, None, None]  # [1, 1, 1, S]

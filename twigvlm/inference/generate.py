@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from twigvlm.inference.decoding import DecodeConfig, autoregressive, self_speculative
+from twigvlm.inference.decoding import DecodeConfig, autoregressive, self_speculative, tree_speculative
 from twigvlm.inference.engine import Engine
 from twigvlm.inference.options import TwigVLMConfig
 from twigvlm.inference.pruning import PruningPlan
@@ -28,7 +28,8 @@ from twigvlm.inference.sampling import Sampling
 from twigvlm.inference.streaming import emitter
 from twigvlm.model.family import VisionLanguageModel
 
-STRATEGIES = {"autoregressive": autoregressive, "self_speculative": self_speculative}
+STRATEGIES = {"autoregressive": autoregressive, "self_speculative": self_speculative,
+              "tree_speculative": tree_speculative}
 FASTV_K = 2  # without a twig, FastV scores visual tokens with base layer K-1 (the public code's default)
 
 
@@ -160,14 +161,17 @@ def generate(model: VisionLanguageModel, twig: nn.Module | None, input_ids: Tens
         raise ValueError(f"the prompt is {P} tokens (visual tokens included), as long as the model's context of "
                          f"{model.config.max_position_embeddings} or longer: shorten it (or use a smaller image)")
     plan = PruningPlan(config.pruning, config.R, config.retain_ratio, config.finalwipe_layer, config.seed or 0)
-    capacity = P + max_new_tokens + config.num_speculations + 2
+    # room for the drafts of one step: a chain, or a tree's expanded nodes and then its kept ones
+    capacity = P + max_new_tokens + max(config.num_speculations, config.tree_top_k * config.tree_depth,
+                                        config.tree_nodes) + 2
     engine = Engine(model, twig, plan, capacity, K=config.K or FASTV_K, compile=compile_decoding)
     prefill = engine.prefill(inputs)
     prefill_time = clock.lap()
 
     stop_ids = eos_token_id if eos_token_id is not None else model.config.eos_token_id
     stop_ids = frozenset([stop_ids] if isinstance(stop_ids, int) else stop_ids or [])
-    decode = DecodeConfig(max_new_tokens, stop_ids, sampling, config.num_speculations, config.draft_threshold)
+    decode = DecodeConfig(max_new_tokens, stop_ids, sampling, config.num_speculations, config.draft_threshold,
+                          config.tree_depth, config.tree_top_k, config.tree_nodes)
     with decode_context or nullcontext():
         tokens, stats = STRATEGIES[config.generation_strategy](engine, prefill.target_logits, decode, rng, emit)
     decoding_time = clock.lap()

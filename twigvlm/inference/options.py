@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, NoReturn
 
 METHODS = ("none", "twig", "fastv", "random")
-STRATEGIES = ("autoregressive", "self_speculative")
+STRATEGIES = ("autoregressive", "self_speculative", "tree_speculative")
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
                "bfloat16": "bfloat16", "bf16": "bfloat16"}  # --dtype -> the torch dtype's name
 
@@ -32,8 +32,18 @@ class TwigVLMConfig:
     finalwipe_layer: int | None = None  # F: layers [F, N) see no visual token; default 3/4 of the depth
     num_speculations: int = 5
     draft_threshold: float = 0.6
+    tree_depth: int = 6  # tree_speculative: most drafted tokens on a path,
+    tree_top_k: int = 4  # children per expanded node (and nodes expanded per depth),
+    tree_nodes: int = 24  # and drafted nodes the target verifies per step
     K: int | None = None  # FastV's scoring layer + 1 without a twig (default 2); with a twig, the twig's K
     seed: int | None = None  # sampling and random pruning
+
+    def __post_init__(self):
+        for name in ("tree_depth", "tree_top_k", "tree_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r} (defaults: tree_depth 6, "
+                                 f"tree_top_k 4, tree_nodes 24)")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None, has_twig: bool) -> "TwigVLMConfig":
@@ -75,8 +85,8 @@ class TwigVLMConfig:
 
 
 _CONFIG_KEYS = {"generation_strategy", "pruning", "attention_rank", "avg_retain_rank", "R", "retain_ratio",
-                "enable_pruning", "enable_FastV", "finalwipe_layer", "num_speculations", "draft_threshold", "K",
-                "seed"}
+                "enable_pruning", "enable_FastV", "finalwipe_layer", "num_speculations", "draft_threshold",
+                "tree_depth", "tree_top_k", "tree_nodes", "K", "seed"}
 
 
 # --- command-line flags ----------------------------------------------------------------------------------------------
@@ -148,6 +158,14 @@ def add_generation_arguments(parser: argparse.ArgumentParser, R: str | None = No
                        choices=STRATEGIES, default=strategy,
                        help="decoding" + (f" (default {strategy})" if strategy else
                                           " (default: self_speculative with a twig, autoregressive without)"))
+    tree = TwigVLMConfig()
+    group.add_argument("--tree-depth", type=int, default=tree.tree_depth, metavar="D",
+                       help=f"tree_speculative: most drafted tokens on a path (default {tree.tree_depth})")
+    group.add_argument("--tree-top-k", type=int, default=tree.tree_top_k, metavar="K",
+                       help=f"tree_speculative: children per expanded node and nodes expanded per depth (default "
+                            f"{tree.tree_top_k})")
+    group.add_argument("--tree-nodes", type=int, default=tree.tree_nodes, metavar="N",
+                       help=f"tree_speculative: drafted nodes verified per step (default {tree.tree_nodes})")
     return group
 
 
@@ -174,11 +192,15 @@ def generation_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
     if pruning == "none":
         R = share = None
     strategy = args.generation_strategy or ("self_speculative" if has_twig else "autoregressive")
-    if (pruning == "twig" or strategy == "self_speculative") and not has_twig:
+    if (pruning == "twig" or strategy != "autoregressive") and not has_twig:
         parser.error(f"--pruning {pruning} with --generation-strategy {strategy} needs a twig; without one use "
                      f"--pruning fastv|random|none --generation-strategy autoregressive")
+    tree = {name: getattr(args, name) for name in ("tree_depth", "tree_top_k", "tree_nodes")}
+    bad = [f"--{name.replace('_', '-')}" for name, value in tree.items() if value < 1]
+    if bad:
+        parser.error(f"{', '.join(bad)} must be >= 1")
     return TwigVLMConfig(generation_strategy=strategy, pruning=pruning, R=R, retain_ratio=share,
-                         K=twig_K if not has_twig else None)
+                         K=twig_K if not has_twig else None, **tree)
 
 
 def _explicit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:

@@ -4,7 +4,8 @@ Greedy decoding is sampling from one-hot distributions. Seen that way, speculati
 acceptance rule: accept draft d with probability min(1, p(d)/q(d)), on rejection draw from norm(max(0, p - q)).
 With one-hot p and q this accepts exactly the drafts equal to the target's argmax and then emits the argmax, so
 the greedy output equals greedy target decoding; with real distributions the output is distributed as the
-target's (Leviathan et al. 2023; Chen et al. 2023).
+target's (Leviathan et al. 2023; Chen et al. 2023). A draft tree offers several children at a node: `accept_tree`
+tries them in turn, each against what the rejections before it left of the target (SpecInfer; Jeon et al. 2024).
 """
 
 from __future__ import annotations
@@ -91,3 +92,19 @@ def accept_drafts(drafts: Tensor, q: Tensor, p: Tensor, rng: torch.Generator | N
     if m == n:
         return m, int(draw(p[n:n + 1], rng, greedy))
     return m, int(draw(residual(p[m], q[m])[None], rng, greedy))
+
+
+def accept_tree(children: Tensor, qs: Tensor, p: Tensor, rng: torch.Generator | None,
+                greedy: bool = False) -> tuple[int | None, int]:
+    """Multi-candidate speculative acceptance at one node of a draft tree. children [c] drafted in order, child i
+    drawn from qs[i] [V] (its distribution given the children drawn before it); p [V] the target's distribution at
+    the node. Child i is accepted with probability min(1, p(x)/q_i(x)); on a rejection p <- norm(max(0, p - q_i))
+    and the next child is tried. Returns (the accepted child's index, its token), or (None, a token drawn from what
+    is left of p) when every child is rejected; the token is distributed as p."""
+    c = children.shape[0]
+    u = uniform(c, rng, greedy, p.device)
+    for i, token in enumerate(children.tolist()):
+        if u[i] * qs[i, token] < p[token]:  # u < p/q, without dividing by a zero q
+            return i, token
+        p = residual(p, qs[i])
+    return None, int(draw(p[None], rng, greedy))

@@ -29,7 +29,7 @@ from twigvlm.world.build_data import CHAT, CHAT_ALONE
 METHODS = {"twig": "TTP (twig)", "fastv": "FastV", "random": "random"}
 # <checkpoint>_R<R>_<pruning>_<strategy><subset>, as common.sh and shapes.sh name a run
 RUN_NAME = re.compile(r"_R(?P<R>all|[0-9.]+)_(?P<pruning>twig|fastv|random|none)_"
-                      r"(?:self_speculative|autoregressive)(?P<subset>.*)$")
+                      r"(?:self_speculative|tree_speculative|autoregressive)(?P<subset>.*)$")
 
 
 def collect(scores_dir: Path, subset: str, metric: str = "short_accuracy") -> dict[tuple[str, str], Any]:

@@ -9,7 +9,7 @@
 #                        budget to use with Qwen2.5-VL, whose images have any number of visual tokens
 #   --no-prune, -R all   keep all visual tokens (pruning none)
 #   -p, --pruning M      twig (default) | fastv | random | none
-#   -s, --strategy S     self_speculative (default) | autoregressive
+#   -s, --strategy S     self_speculative (default) | tree_speculative | autoregressive
 #   -- ARGS              passed on to the answer generator (e.g. -- --max_new_tokens 16 --dtype bfloat16)
 # Environment (default):
 #   twig_K, twig_T       where the twig grows and its depth (2, 3); twig_K is passed on when set (twigs in the
@@ -53,7 +53,7 @@ die() {
 
 usage() {
     echo "usage: [CUDA_VISIBLE_DEVICES=0,1,..] [twig_K=2 twig_T=3] bash $0 -R N | --retain-ratio X | --no-prune" \
-         "[-p twig|fastv|random|none] [-s self_speculative|autoregressive] [-- generator flags]" >&2
+         "[-p twig|fastv|random|none] [-s self_speculative|tree_speculative|autoregressive] [-- generator flags]" >&2
     echo "(the environment variables are listed in scripts/v1_5/eval/common.sh)" >&2
 }
 
@@ -79,8 +79,8 @@ parse_args() {
     done
     check_budget
     case $STRATEGY in
-        self_speculative|autoregressive) ;;
-        *) die "-s must be self_speculative or autoregressive, not '$STRATEGY'" ;;
+        self_speculative|tree_speculative|autoregressive) ;;
+        *) die "-s must be self_speculative, tree_speculative or autoregressive, not '$STRATEGY'" ;;
     esac
     local budget=R${R}
     [[ -z $RATIO ]] || budget=ratio${RATIO}
@@ -112,7 +112,7 @@ check_budget() {
 }
 
 needs_twig() {
-    [[ $PRUNING == twig || $STRATEGY == self_speculative ]]
+    [[ $PRUNING == twig || $STRATEGY != autoregressive ]]
 }
 
 # The checkpoint a run is named after: the twig when one is used, else the base.
