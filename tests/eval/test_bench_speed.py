@@ -52,7 +52,10 @@ def test_every_run_counts_the_aten_ops_and_host_syncs_of_its_decoding(result):
         assert run["aten_ops_per_token"] > 24 * 10 and run["host_syncs_per_token"] >= 0
     ar, pruned = runs["autoregressive", "none"], runs["autoregressive", "twig"]
     assert ar["host_syncs_per_token"] >= 1  # each new token is read back to decide whether to stop
-    assert ar["aten_ops_per_token"] == pruned["aten_ops_per_token"]  # a decoding step is the same ops, pruned or not
+    # a decoding step is the same ops, pruned or not, but for one: pruned, layers [K, N) are two stacks, [K, F) and
+    # [F, N), and each stack's cache makes the index of its new slots once per step (unpruned, [F, N) is empty)
+    steps = 12 - 1  # the first token comes from the prefill
+    assert pruned["aten_ops_per_token"] - ar["aten_ops_per_token"] == pytest.approx(steps / 12)
 
 
 def test_the_op_counter_counts_each_dispatched_op_and_each_read_back():

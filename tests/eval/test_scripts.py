@@ -188,7 +188,8 @@ def test_shapes_writes_just_the_held_out_split_on_first_use_and_names_a_mistyped
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: QUESTION_FILE={typo}: no such file (the split's question files: llava_shapes_test.jsonl "
-        "llava_shapes_test_describe.jsonl llava_shapes_test_short.jsonl llava_shapes_test_short_all.jsonl)")
+        "llava_shapes_test_chat.jsonl llava_shapes_test_chat_alone.jsonl llava_shapes_test_describe.jsonl "
+        "llava_shapes_test_short.jsonl llava_shapes_test_short_all.jsonl)")
     split = tmp_path / "playground" / "data" / "eval" / "shapes"
     assert len((split / "llava_shapes_test.jsonl").read_text().splitlines()) == 3500  # 500 images, 7 questions each
     assert len(list((split / "images").iterdir())) == 500
